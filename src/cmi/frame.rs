@@ -1,0 +1,362 @@
+//! The wire format, one file (docs/PROTOCOL.md describes it field by field).
+//!
+//! Every frame is an 8-byte prefix (body length u32, kind u8, flags u8,
+//! reserved u16, all little-endian) and a body. The length is checked against
+//! the receiver's limit before anything is allocated for the body.
+
+use crate::sp_id::SpId;
+use crate::status::Status;
+
+/// Bytes before every frame body.
+pub const PREFIX_LEN: usize = 8;
+/// The oldest protocol version this build speaks.
+pub const VERSION_MIN: u16 = 1;
+/// The newest protocol version this build speaks.
+pub const VERSION_MAX: u16 = 1;
+/// `HELLO` body magic.
+pub const MAGIC: [u8; 4] = *b"MPSL";
+/// Longest mailbox name on the wire, in UTF-8 bytes (64 characters of up to 4 bytes).
+pub const MAX_NAME_BYTES: usize = 256;
+/// Fixed part of a `MESSAGE` body, before the name.
+pub const MESSAGE_FIXED: usize = 24;
+/// Length of a `HELLO` body.
+pub const HELLO_LEN: usize = 32;
+/// One entry of a `CONFIRM` body.
+pub const CONFIRM_ENTRY: usize = 12;
+/// Most entries one `CONFIRM` frame carries.
+pub const MAX_CONFIRMS_PER_FRAME: usize = 4096;
+/// Largest header a `MESSAGE` frame can have (prefix, fixed part, longest name).
+pub const MAX_MESSAGE_HEAD: usize = PREFIX_LEN + MESSAGE_FIXED + MAX_NAME_BYTES;
+
+/// Frame kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Handshake: identity, version range, limits. First frame each way.
+    Hello = 1,
+    /// One MPS message for a session.
+    Message = 2,
+    /// Confirmations of messages received, one or more.
+    Confirm = 3,
+    /// Liveness when nothing else is sent.
+    Heartbeat = 4,
+}
+
+impl Kind {
+    /// Reads a kind byte; unknown kinds are a protocol error.
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Hello,
+            2 => Kind::Message,
+            3 => Kind::Confirm,
+            4 => Kind::Heartbeat,
+            _ => return None,
+        })
+    }
+}
+
+/// `MESSAGE` mode byte: asynchronous (`MpsAsynchronousSend`).
+pub const MODE_ASYNC: u8 = 0;
+/// `MESSAGE` mode byte: synchronous (`MpsSynchronousSend`).
+pub const MODE_SYNC: u8 = 1;
+
+/// The parsed prefix of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    /// Bytes of body after the prefix.
+    pub body_len: u32,
+    /// What the body is.
+    pub kind: Kind,
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Writes a prefix into `out[..8]`.
+pub fn put_prefix(out: &mut [u8], kind: Kind, body_len: u32) {
+    out[0..4].copy_from_slice(&body_len.to_le_bytes());
+    out[4] = kind as u8;
+    out[5] = 0;
+    out[6] = 0;
+    out[7] = 0;
+}
+
+/// Parses and checks a prefix. `max_message` is the receiver's own limit; the
+/// body length is refused here, before any allocation, when no valid frame of
+/// that kind can be so long.
+pub fn parse_prefix(b: &[u8; PREFIX_LEN], max_message: u32) -> Result<Prefix, String> {
+    let body_len = le_u32(b, 0);
+    let kind = Kind::from_u8(b[4]).ok_or_else(|| format!("unknown frame kind {}", b[4]))?;
+    if b[5] != 0 || b[6] != 0 || b[7] != 0 {
+        return Err(format!("{kind:?} frame has non-zero flags or reserved bytes"));
+    }
+    let ok = match kind {
+        Kind::Hello => body_len as usize == HELLO_LEN,
+        Kind::Heartbeat => body_len == 0,
+        Kind::Confirm => {
+            let n = body_len as usize;
+            n >= 4 + CONFIRM_ENTRY && n <= 4 + CONFIRM_ENTRY * MAX_CONFIRMS_PER_FRAME && (n - 4) % CONFIRM_ENTRY == 0
+        }
+        Kind::Message => {
+            (body_len as usize) > MESSAGE_FIXED
+                && (body_len as u64) <= (MESSAGE_FIXED + MAX_NAME_BYTES) as u64 + max_message as u64
+        }
+    };
+    if !ok {
+        return Err(format!("{kind:?} frame with impossible body length {body_len} (limit for messages {max_message})"));
+    }
+    Ok(Prefix { body_len, kind })
+}
+
+/// The handshake frame's content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// Oldest version the sender speaks.
+    pub version_min: u16,
+    /// Newest version the sender speaks.
+    pub version_max: u16,
+    /// The sender's SP id.
+    pub sp: SpId,
+    /// The largest message the sender accepts.
+    pub max_message: u32,
+    /// The sender's heartbeat interval, milliseconds.
+    pub heartbeat_ms: u32,
+    /// The sender's dead-peer timeout, milliseconds.
+    pub dead_timeout_ms: u32,
+}
+
+impl Hello {
+    /// The whole frame, prefix included.
+    pub fn encode(&self) -> [u8; PREFIX_LEN + HELLO_LEN] {
+        let mut f = [0u8; PREFIX_LEN + HELLO_LEN];
+        put_prefix(&mut f, Kind::Hello, HELLO_LEN as u32);
+        let b = &mut f[PREFIX_LEN..];
+        b[0..4].copy_from_slice(&MAGIC);
+        b[4..6].copy_from_slice(&self.version_min.to_le_bytes());
+        b[6..8].copy_from_slice(&self.version_max.to_le_bytes());
+        b[8..12].copy_from_slice(&self.sp.unit.to_le_bytes());
+        b[12..16].copy_from_slice(&self.sp.sp.to_le_bytes());
+        b[16..20].copy_from_slice(&self.max_message.to_le_bytes());
+        b[20..24].copy_from_slice(&self.heartbeat_ms.to_le_bytes());
+        b[24..28].copy_from_slice(&self.dead_timeout_ms.to_le_bytes());
+        f
+    }
+
+    /// Parses a `HELLO` body.
+    pub fn decode(b: &[u8]) -> Result<Hello, String> {
+        if b.len() != HELLO_LEN {
+            return Err(format!("HELLO body of {} bytes", b.len()));
+        }
+        if b[0..4] != MAGIC {
+            return Err("HELLO without the MPSL magic: not an MPS peer".into());
+        }
+        let h = Hello {
+            version_min: le_u16(b, 4),
+            version_max: le_u16(b, 6),
+            sp: SpId { unit: le_u32(b, 8), sp: le_u32(b, 12) },
+            max_message: le_u32(b, 16),
+            heartbeat_ms: le_u32(b, 20),
+            dead_timeout_ms: le_u32(b, 24),
+        };
+        if h.version_min > h.version_max {
+            return Err(format!("HELLO with an empty version range {}..{}", h.version_min, h.version_max));
+        }
+        if h.sp.sp > 1 {
+            return Err(format!("HELLO from an SP id with side {} (only A=0 and B=1 exist)", h.sp.sp));
+        }
+        Ok(h)
+    }
+
+    /// The version both ends speak: the newest in both ranges.
+    pub fn agree(&self, other: &Hello) -> Option<u16> {
+        let lo = self.version_min.max(other.version_min);
+        let hi = self.version_max.min(other.version_max);
+        (lo <= hi).then_some(hi)
+    }
+}
+
+/// The fixed fields of a `MESSAGE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageHead {
+    /// Sender-chosen id, unique on this link; the confirmation names it.
+    pub id: u64,
+    /// The conduit of the sending (and receiving) session.
+    pub conduit: u32,
+    /// The domain name of the session (four characters packed in a ULONG).
+    pub domain: u32,
+    /// The client's SequenceTag.
+    pub tag: u32,
+    /// `MODE_SYNC` or `MODE_ASYNC`.
+    pub mode: u8,
+}
+
+/// Encodes a `MESSAGE` frame's prefix, fixed part and name into `out`, for a
+/// payload of `payload_len` bytes that follows on the wire. Returns the
+/// header's length. `out` must hold `MAX_MESSAGE_HEAD` bytes; `name` is at most
+/// `MAX_NAME_BYTES` (the session layer guarantees both).
+pub fn encode_message_head(out: &mut [u8], h: &MessageHead, name: &[u8], payload_len: u32) -> usize {
+    debug_assert!(name.len() <= MAX_NAME_BYTES && !name.is_empty());
+    let body = (MESSAGE_FIXED + name.len()) as u32 + payload_len;
+    put_prefix(out, Kind::Message, body);
+    let b = &mut out[PREFIX_LEN..];
+    b[0..8].copy_from_slice(&h.id.to_le_bytes());
+    b[8..12].copy_from_slice(&h.conduit.to_le_bytes());
+    b[12..16].copy_from_slice(&h.domain.to_le_bytes());
+    b[16..20].copy_from_slice(&h.tag.to_le_bytes());
+    b[20..22].copy_from_slice(&(name.len() as u16).to_le_bytes());
+    b[22] = h.mode;
+    b[23] = 0;
+    b[MESSAGE_FIXED..MESSAGE_FIXED + name.len()].copy_from_slice(name);
+    PREFIX_LEN + MESSAGE_FIXED + name.len()
+}
+
+/// Parses the fixed part of a `MESSAGE` body (`b` holds at least
+/// `MESSAGE_FIXED` bytes) and returns it with the name's length, checked
+/// against the body length.
+pub fn decode_message_fixed(b: &[u8], body_len: u32) -> Result<(MessageHead, usize), String> {
+    let name_len = le_u16(b, 20) as usize;
+    let h = MessageHead { id: le_u64(b, 0), conduit: le_u32(b, 8), domain: le_u32(b, 12), tag: le_u32(b, 16), mode: b[22] };
+    if h.mode != MODE_SYNC && h.mode != MODE_ASYNC {
+        return Err(format!("MESSAGE with unknown mode {}", h.mode));
+    }
+    if b[23] != 0 {
+        return Err("MESSAGE with a non-zero reserved byte".into());
+    }
+    if name_len == 0 || name_len > MAX_NAME_BYTES || MESSAGE_FIXED + name_len > body_len as usize {
+        return Err(format!("MESSAGE with a mailbox name of {name_len} bytes in a body of {body_len}"));
+    }
+    Ok((h, name_len))
+}
+
+/// Appends a `CONFIRM` frame for `entries` (at most `MAX_CONFIRMS_PER_FRAME`) to `out`.
+pub fn encode_confirms(out: &mut Vec<u8>, entries: &[(u64, Status)]) {
+    debug_assert!(!entries.is_empty() && entries.len() <= MAX_CONFIRMS_PER_FRAME);
+    let body = 4 + CONFIRM_ENTRY * entries.len();
+    let start = out.len();
+    out.resize(start + PREFIX_LEN, 0);
+    put_prefix(&mut out[start..], Kind::Confirm, body as u32);
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for (id, st) in entries {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&st.0.to_le_bytes());
+    }
+}
+
+/// Parses a `CONFIRM` body into (message id, status) pairs.
+pub fn decode_confirms(b: &[u8]) -> Result<impl Iterator<Item = (u64, Status)> + '_, String> {
+    let n = le_u32(b, 0) as usize;
+    if 4 + n * CONFIRM_ENTRY != b.len() {
+        return Err(format!("CONFIRM claims {n} entries in a body of {} bytes", b.len()));
+    }
+    Ok((0..n).map(move |i| {
+        let at = 4 + i * CONFIRM_ENTRY;
+        (le_u64(b, at), Status(le_u32(b, at + 8) as i32))
+    }))
+}
+
+/// A whole `HEARTBEAT` frame.
+pub fn heartbeat() -> [u8; PREFIX_LEN] {
+    let mut f = [0u8; PREFIX_LEN];
+    put_prefix(&mut f, Kind::Heartbeat, 0);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix_of(f: &[u8]) -> [u8; 8] {
+        f[..8].try_into().unwrap()
+    }
+
+    #[test]
+    fn hello_round_trips_and_agrees_on_a_version() {
+        let h = Hello { version_min: 1, version_max: 3, sp: SpId::b(7), max_message: 4096, heartbeat_ms: 250, dead_timeout_ms: 3000 };
+        let f = h.encode();
+        let p = parse_prefix(&prefix_of(&f), 1 << 20).unwrap();
+        assert_eq!(p, Prefix { body_len: HELLO_LEN as u32, kind: Kind::Hello });
+        let back = Hello::decode(&f[8..]).unwrap();
+        assert_eq!(back, h);
+        let old = Hello { version_min: 1, version_max: 1, ..h };
+        assert_eq!(h.agree(&old), Some(1));
+        let newer = Hello { version_min: 4, version_max: 5, ..h };
+        assert_eq!(h.agree(&newer), None);
+    }
+
+    #[test]
+    fn hello_refuses_strangers() {
+        let mut f = Hello { version_min: 1, version_max: 1, sp: SpId::a(0), max_message: 1, heartbeat_ms: 1, dead_timeout_ms: 2 }.encode();
+        f[8] = b'X';
+        assert!(Hello::decode(&f[8..]).unwrap_err().contains("magic"));
+    }
+
+    #[test]
+    fn message_head_round_trips() {
+        let h = MessageHead { id: 99, conduit: 3, domain: 0x4142_4344, tag: 7, mode: MODE_SYNC };
+        let mut out = [0u8; MAX_MESSAGE_HEAD];
+        let n = encode_message_head(&mut out, &h, b"Mirror", 10);
+        assert_eq!(n, 8 + 24 + 6);
+        let p = parse_prefix(&prefix_of(&out), 1 << 20).unwrap();
+        assert_eq!(p.body_len, 24 + 6 + 10);
+        let (back, name_len) = decode_message_fixed(&out[8..], p.body_len).unwrap();
+        assert_eq!((back, name_len), (h, 6));
+        assert_eq!(&out[8 + 24..8 + 30], b"Mirror");
+    }
+
+    #[test]
+    fn prefix_refuses_oversized_and_malformed_frames() {
+        let mut p = [0u8; 8];
+        put_prefix(&mut p, Kind::Message, u32::MAX);
+        assert!(parse_prefix(&p, 1 << 20).is_err(), "a 4 GiB message passed");
+        put_prefix(&mut p, Kind::Message, (24 + 256 + 4096 + 1) as u32);
+        assert!(parse_prefix(&p, 4096).is_err(), "one byte over the limit passed");
+        put_prefix(&mut p, Kind::Message, (24 + 256 + 4096) as u32);
+        assert!(parse_prefix(&p, 4096).is_ok());
+        put_prefix(&mut p, Kind::Heartbeat, 1);
+        assert!(parse_prefix(&p, 4096).is_err());
+        put_prefix(&mut p, Kind::Confirm, 4 + 11);
+        assert!(parse_prefix(&p, 4096).is_err());
+        p[4] = 200;
+        assert!(parse_prefix(&p, 4096).unwrap_err().contains("unknown"));
+        put_prefix(&mut p, Kind::Heartbeat, 0);
+        p[6] = 1;
+        assert!(parse_prefix(&p, 4096).is_err());
+    }
+
+    #[test]
+    fn message_refuses_bad_names_and_modes() {
+        let mut b = [0u8; 40];
+        b[20..22].copy_from_slice(&300u16.to_le_bytes());
+        assert!(decode_message_fixed(&b, 40).is_err());
+        b[20..22].copy_from_slice(&20u16.to_le_bytes());
+        assert!(decode_message_fixed(&b, 40).is_err(), "name runs past the body");
+        b[20..22].copy_from_slice(&4u16.to_le_bytes());
+        b[22] = 9;
+        assert!(decode_message_fixed(&b, 40).is_err());
+        b[22] = MODE_ASYNC;
+        assert!(decode_message_fixed(&b, 40).is_ok());
+    }
+
+    #[test]
+    fn confirms_round_trip() {
+        let mut out = Vec::new();
+        let entries = [(1u64, Status::STATUS_SUCCESS), (2, Status::STATUS_OBJECT_NAME_NOT_FOUND)];
+        encode_confirms(&mut out, &entries);
+        let p = parse_prefix(&prefix_of(&out), 0).unwrap();
+        assert_eq!(p.kind, Kind::Confirm);
+        let back: Vec<_> = decode_confirms(&out[8..]).unwrap().collect();
+        assert_eq!(back, entries);
+        let mut bad = out.clone();
+        bad[8] = 5;
+        assert!(decode_confirms(&bad[8..]).is_err());
+    }
+}

@@ -1,0 +1,601 @@
+//! One link to one peer SP: its outbound queue and the thread that reads it.
+//!
+//! Writes: a sender appends its frame to the link's queue and, unless a
+//! backlog is already being drained, writes it at once with a non-blocking
+//! `sendmsg` (no thread hand-off on the common path). What does not fit is
+//! left for the link's writer thread, which waits for the socket to drain.
+//! Every write happens under the queue lock, so when the link dies and the
+//! queue is cleared, no payload is referenced any more.
+//!
+//! Reads: one thread per link reads frames, hands messages up (the MPS layer
+//! queues them and says what to confirm), and sends the confirmations of all
+//! the messages one read brought in as one `CONFIRM` frame. The same thread
+//! sends heartbeats when the link is idle and declares the peer dead when
+//! nothing has arrived for the dead-peer timeout.
+
+use super::frame::{self, Hello, Kind, MessageHead, MAX_MESSAGE_HEAD, PREFIX_LEN};
+use super::stream::{Stream, MAX_IOV};
+use super::{InboundMessage, Upcall};
+use crate::sp_id::SpId;
+use crate::status::Status;
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A payload lent to the link until its frame is written or dropped.
+pub type Payload = Arc<Vec<u8>>;
+
+/// One frame waiting in the outbound queue.
+pub(crate) struct OutFrame {
+    head: [u8; MAX_MESSAGE_HEAD],
+    head_len: u16,
+    payload: Option<(Payload, usize)>,
+    extra: Vec<u8>,
+}
+
+impl OutFrame {
+    fn small(bytes: &[u8]) -> OutFrame {
+        let mut head = [0u8; MAX_MESSAGE_HEAD];
+        head[..bytes.len()].copy_from_slice(bytes);
+        OutFrame { head, head_len: bytes.len() as u16, payload: None, extra: Vec::new() }
+    }
+    fn parts(&self) -> [&[u8]; 3] {
+        [
+            &self.head[..self.head_len as usize],
+            self.payload.as_ref().map(|(p, n)| &p[..*n]).unwrap_or(&[]),
+            &self.extra,
+        ]
+    }
+    fn len(&self) -> usize {
+        self.parts().iter().map(|p| p.len()).sum()
+    }
+}
+
+struct OutQueue {
+    frames: VecDeque<OutFrame>,
+    /// Bytes of `frames[0]` already written.
+    head_written: usize,
+    /// The writer thread owns flushing until the queue is empty again.
+    backlog: bool,
+    /// The link is dead: nothing more is queued or written.
+    dead: bool,
+}
+
+/// Returned by sends on a link that has died.
+#[derive(Debug)]
+pub(crate) struct LinkDown;
+
+/// A live link to one peer (one connection, one epoch).
+pub struct Conn {
+    pub(crate) peer: SpId,
+    /// Distinguishes this connection from earlier and later ones to the same peer.
+    pub(crate) epoch: u64,
+    /// The largest message the peer accepts (from its HELLO).
+    pub(crate) peer_max_message: u32,
+    #[allow(dead_code)]
+    pub(crate) version: u16,
+    stream: Box<dyn Stream>,
+    out: Mutex<OutQueue>,
+    writer_wake: Condvar,
+    /// Monotonic milliseconds (since `clock_base`) of the last write.
+    last_tx_ms: AtomicU64,
+    clock_base: Instant,
+    dead_reason: Mutex<Option<String>>,
+}
+
+impl Conn {
+    pub(crate) fn new(peer: SpId, epoch: u64, hello: &Hello, version: u16, stream: Box<dyn Stream>) -> Conn {
+        Conn {
+            peer,
+            epoch,
+            peer_max_message: hello.max_message,
+            version,
+            stream,
+            out: Mutex::new(OutQueue { frames: VecDeque::new(), head_written: 0, backlog: false, dead: false }),
+            writer_wake: Condvar::new(),
+            last_tx_ms: AtomicU64::new(0),
+            clock_base: Instant::now(),
+            dead_reason: Mutex::new(None),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock_base.elapsed().as_millis() as u64
+    }
+
+    /// Queues a `MESSAGE` frame and writes it now if the socket takes it.
+    /// `Err(LinkDown)`: the link is dead and the frame was not queued.
+    pub(crate) fn send_message(&self, h: &MessageHead, name: &[u8], payload: Payload, len: usize) -> Result<(), LinkDown> {
+        let mut f = OutFrame { head: [0u8; MAX_MESSAGE_HEAD], head_len: 0, payload: None, extra: Vec::new() };
+        f.head_len = frame::encode_message_head(&mut f.head, h, name, len as u32) as u16;
+        if len > 0 {
+            f.payload = Some((payload, len));
+        }
+        self.enqueue(f)
+    }
+
+    fn send_confirms(&self, entries: &[(u64, Status)]) -> Result<(), LinkDown> {
+        let mut extra = Vec::with_capacity(entries.len() * 12 + 16);
+        for chunk in entries.chunks(frame::MAX_CONFIRMS_PER_FRAME) {
+            frame::encode_confirms(&mut extra, chunk);
+        }
+        self.enqueue(OutFrame { head: [0u8; MAX_MESSAGE_HEAD], head_len: 0, payload: None, extra })
+    }
+
+    fn send_heartbeat(&self) -> Result<(), LinkDown> {
+        self.enqueue(OutFrame::small(&frame::heartbeat()))
+    }
+
+    fn enqueue(&self, f: OutFrame) -> Result<(), LinkDown> {
+        let mut q = self.out.lock();
+        if q.dead {
+            return Err(LinkDown);
+        }
+        q.frames.push_back(f);
+        if !q.backlog {
+            match self.flush_locked(&mut q) {
+                Ok(true) => {}
+                Ok(false) => {
+                    q.backlog = true;
+                    self.writer_wake.notify_one();
+                }
+                Err(e) => self.die_locked(&mut q, format!("write failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes queued frames until the queue is empty (`Ok(true)`) or the
+    /// socket is full (`Ok(false)`).
+    fn flush_locked(&self, q: &mut OutQueue) -> io::Result<bool> {
+        while !q.frames.is_empty() {
+            let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            let mut skip = q.head_written;
+            'frames: for f in q.frames.iter() {
+                for part in f.parts() {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        continue;
+                    }
+                    iov[n] = IoSlice::new(&part[skip..]);
+                    skip = 0;
+                    n += 1;
+                    if n == MAX_IOV {
+                        break 'frames;
+                    }
+                }
+            }
+            let mut written = match self.stream.write_nonblocking(&iov[..n]) {
+                Ok(w) => w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            self.last_tx_ms.store(self.now_ms(), Ordering::Relaxed);
+            // Drop the frames that are wholly written (and their payloads).
+            while written > 0 {
+                let left = q.frames[0].len() - q.head_written;
+                if written >= left {
+                    written -= left;
+                    q.frames.pop_front();
+                    q.head_written = 0;
+                } else {
+                    q.head_written += written;
+                    written = 0;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn die_locked(&self, q: &mut OutQueue, reason: String) {
+        if q.dead {
+            return;
+        }
+        q.dead = true;
+        q.frames.clear();
+        q.head_written = 0;
+        self.dead_reason.lock().get_or_insert(reason);
+        self.stream.shutdown();
+        self.writer_wake.notify_all();
+    }
+
+    /// Ends the link: nothing more is written, queued payloads are released,
+    /// and the reader thread returns. Idempotent.
+    pub(crate) fn kill(&self, reason: &str) {
+        let mut q = self.out.lock();
+        self.die_locked(&mut q, reason.to_string());
+    }
+
+    /// True once the link has died (sends fail from then on).
+    pub(crate) fn is_dead(&self) -> bool {
+        self.out.lock().dead
+    }
+
+    /// The writer thread: drains a backlog the senders could not write without blocking.
+    pub(crate) fn writer_loop(&self, poll_interval: Duration) {
+        loop {
+            {
+                let mut q = self.out.lock();
+                while !q.backlog && !q.dead {
+                    self.writer_wake.wait(&mut q);
+                }
+                if q.dead {
+                    return;
+                }
+            }
+            if let Err(e) = self.stream.wait_writable(poll_interval) {
+                self.kill(&format!("waiting to write failed: {e}"));
+                return;
+            }
+            let mut q = self.out.lock();
+            if q.dead {
+                return;
+            }
+            match self.flush_locked(&mut q) {
+                Ok(true) => q.backlog = false,
+                Ok(false) => {}
+                Err(e) => {
+                    self.die_locked(&mut q, format!("write failed: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Limits and timings a link runs with.
+#[derive(Clone, Copy)]
+pub(crate) struct LinkParams {
+    pub local: SpId,
+    pub max_message: u32,
+    pub heartbeat: Duration,
+    pub dead_timeout: Duration,
+}
+
+impl LinkParams {
+    pub(crate) fn hello(&self) -> Hello {
+        Hello {
+            version_min: frame::VERSION_MIN,
+            version_max: frame::VERSION_MAX,
+            sp: self.local,
+            max_message: self.max_message,
+            heartbeat_ms: self.heartbeat.as_millis() as u32,
+            dead_timeout_ms: self.dead_timeout.as_millis() as u32,
+        }
+    }
+}
+
+/// Size of a link's read buffer; larger message bodies are read straight into
+/// their own allocation.
+const READ_BUF: usize = 64 * 1024;
+
+/// Bytes read from the stream and not yet parsed.
+struct ReadBuf {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuf {
+    fn new() -> ReadBuf {
+        ReadBuf { buf: vec![0u8; READ_BUF].into_boxed_slice(), start: 0, end: 0 }
+    }
+    fn available(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+    /// Moves unparsed bytes to the front so that `want` bytes fit.
+    fn make_room(&mut self, want: usize) {
+        if self.buf.len() - self.start < want {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+}
+
+/// Why a link ended, for the log.
+pub(crate) type EndReason = String;
+
+/// Reads, with heartbeats and the dead-peer check, for one link.
+struct Reader<'a> {
+    conn: &'a Conn,
+    params: LinkParams,
+    stream: &'a dyn Stream,
+    last_rx: Instant,
+}
+
+impl Reader<'_> {
+    /// Reads at least one byte into `dst`. Sends heartbeats and checks the
+    /// dead-peer timeout while it waits.
+    fn read_some(&mut self, dst: &mut [u8]) -> Result<usize, EndReason> {
+        loop {
+            self.tick()?;
+            match self.stream.read_timeout(dst, self.params.heartbeat) {
+                Ok(Some(0)) => return Err("the peer closed the link".into()),
+                Ok(Some(n)) => {
+                    self.last_rx = Instant::now();
+                    return Ok(n);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), EndReason> {
+        if self.conn.is_dead() {
+            return Err(self.conn.dead_reason.lock().clone().unwrap_or_else(|| "link closed".into()));
+        }
+        let silent = self.last_rx.elapsed();
+        if silent >= self.params.dead_timeout {
+            return Err(format!("no frame from the peer for {} ms: declared dead", silent.as_millis()));
+        }
+        let idle = self.conn.now_ms().saturating_sub(self.conn.last_tx_ms.load(Ordering::Relaxed));
+        if idle >= self.params.heartbeat.as_millis() as u64 {
+            self.conn.send_heartbeat().map_err(|_| "link closed".to_string())?;
+            self.conn.last_tx_ms.store(self.conn.now_ms(), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Makes `n` bytes available in `rb` (n <= READ_BUF).
+    fn fill(&mut self, rb: &mut ReadBuf, n: usize) -> Result<(), EndReason> {
+        rb.make_room(n);
+        while rb.end - rb.start < n {
+            let end = rb.end;
+            let got = self.read_some(&mut rb.buf[end..])?;
+            rb.end += got;
+        }
+        Ok(())
+    }
+
+    /// Fills `dst` completely, first from `rb`, then from the stream.
+    fn read_exact_into(&mut self, rb: &mut ReadBuf, dst: &mut [u8]) -> Result<(), EndReason> {
+        let have = rb.available().len().min(dst.len());
+        dst[..have].copy_from_slice(&rb.available()[..have]);
+        rb.consume(have);
+        let mut off = have;
+        while off < dst.len() {
+            off += self.read_some(&mut dst[off..])?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads frames until the link ends; returns why it ended.
+pub(crate) fn run_reader(conn: &Conn, params: LinkParams, up: &dyn Upcall, leftover: Vec<u8>) -> EndReason {
+    let mut r = Reader { conn, params, stream: conn.stream.as_ref(), last_rx: Instant::now() };
+    let mut rb = ReadBuf::new();
+    rb.buf[..leftover.len()].copy_from_slice(&leftover);
+    rb.end = leftover.len();
+    let mut confirms: Vec<(u64, Status)> = Vec::with_capacity(64);
+    loop {
+        if let Err(reason) = read_one_frame(&mut r, &mut rb, up, &mut confirms) {
+            return reason;
+        }
+        // Confirm everything this read brought in with one frame, before
+        // blocking for more (never holding a confirmation back to wait).
+        if !confirms.is_empty() && !next_frame_buffered(&rb) {
+            if conn.send_confirms(&confirms).is_err() {
+                return "link closed".into();
+            }
+            confirms.clear();
+        }
+    }
+}
+
+/// True when the next frame is already wholly in the read buffer.
+fn next_frame_buffered(rb: &ReadBuf) -> bool {
+    let a = rb.available();
+    if a.len() < PREFIX_LEN {
+        return false;
+    }
+    let body = u32::from_le_bytes([a[0], a[1], a[2], a[3]]) as usize;
+    a.len() - PREFIX_LEN >= body
+}
+
+fn read_one_frame(
+    r: &mut Reader<'_>,
+    rb: &mut ReadBuf,
+    up: &dyn Upcall,
+    confirms: &mut Vec<(u64, Status)>,
+) -> Result<(), EndReason> {
+    r.fill(rb, PREFIX_LEN)?;
+    let prefix: [u8; PREFIX_LEN] = rb.available()[..PREFIX_LEN].try_into().expect("8 bytes");
+    let p = frame::parse_prefix(&prefix, r.params.max_message).map_err(|e| format!("malformed frame: {e}"))?;
+    let body_len = p.body_len as usize;
+    match p.kind {
+        Kind::Heartbeat => rb.consume(PREFIX_LEN),
+        Kind::Hello => return Err("malformed frame: a second HELLO".into()),
+        Kind::Confirm => {
+            r.fill(rb, PREFIX_LEN + body_len)?;
+            let body = &rb.available()[PREFIX_LEN..PREFIX_LEN + body_len];
+            let entries = frame::decode_confirms(body).map_err(|e| format!("malformed frame: {e}"))?;
+            for (id, st) in entries {
+                up.confirmed(r.conn.peer, r.conn.epoch, id, st);
+            }
+            rb.consume(PREFIX_LEN + body_len);
+        }
+        Kind::Message => {
+            r.fill(rb, PREFIX_LEN + frame::MESSAGE_FIXED)?;
+            let (head, name_len) = frame::decode_message_fixed(&rb.available()[PREFIX_LEN..], p.body_len)
+                .map_err(|e| format!("malformed frame: {e}"))?;
+            let head_len = PREFIX_LEN + frame::MESSAGE_FIXED + name_len;
+            r.fill(rb, head_len)?;
+            let payload_len = body_len - frame::MESSAGE_FIXED - name_len;
+            // Copied out of the transport buffer before it waits on a session
+            // queue (SPEC 5), so a slow receiver never holds the link.
+            let mut payload: Vec<u8> = Vec::new();
+            if payload.try_reserve_exact(payload_len.max(1)).is_err() {
+                return Err(format!("out of memory for a {payload_len}-byte message"));
+            }
+            payload.resize(payload_len, 0);
+            let name = std::str::from_utf8(&rb.available()[PREFIX_LEN + frame::MESSAGE_FIXED..head_len])
+                .map_err(|_| "malformed frame: a mailbox name that is not UTF-8".to_string())?
+                .to_owned();
+            rb.consume(head_len);
+            r.read_exact_into(rb, &mut payload)?;
+            let status = up.deliver(
+                r.conn.peer,
+                InboundMessage {
+                    conduit: head.conduit,
+                    domain: head.domain,
+                    tag: head.tag,
+                    sync: head.mode == frame::MODE_SYNC,
+                    name: &name,
+                    payload,
+                },
+            );
+            confirms.push((head.id, status));
+            if confirms.len() >= frame::MAX_CONFIRMS_PER_FRAME {
+                r.conn.send_confirms(confirms).map_err(|_| "link closed".to_string())?;
+                confirms.clear();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Exchanges HELLOs on a fresh stream. Returns the peer's HELLO, the agreed
+/// version and any bytes that arrived after it.
+pub(crate) fn handshake(stream: &dyn Stream, params: &LinkParams) -> Result<(Hello, u16, Vec<u8>), String> {
+    let mine = params.hello();
+    let bytes = mine.encode();
+    let deadline = Instant::now() + params.dead_timeout;
+    let mut off = 0;
+    while off < bytes.len() {
+        match stream.write_nonblocking(&[IoSlice::new(&bytes[off..])]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err("handshake timed out while sending HELLO".into());
+                }
+                stream.wait_writable(left).map_err(|e| format!("handshake: {e}"))?;
+            }
+            Err(e) => return Err(format!("handshake: sending HELLO failed: {e}")),
+        }
+    }
+    let mut buf = vec![0u8; PREFIX_LEN + frame::HELLO_LEN + 512];
+    let mut got = 0;
+    while got < PREFIX_LEN + frame::HELLO_LEN {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("handshake timed out waiting for the peer's HELLO".into());
+        }
+        match stream.read_timeout(&mut buf[got..], left) {
+            Ok(Some(0)) => return Err("the peer closed the connection during the handshake".into()),
+            Ok(Some(n)) => got += n,
+            Ok(None) => {}
+            Err(e) => return Err(format!("handshake: read failed: {e}")),
+        }
+        if got >= PREFIX_LEN {
+            let prefix: [u8; PREFIX_LEN] = buf[..PREFIX_LEN].try_into().expect("8 bytes");
+            let p = frame::parse_prefix(&prefix, params.max_message).map_err(|e| format!("handshake: {e}"))?;
+            if p.kind != Kind::Hello {
+                return Err(format!("handshake: the first frame is {:?}, not HELLO", p.kind));
+            }
+        }
+    }
+    let theirs = Hello::decode(&buf[PREFIX_LEN..PREFIX_LEN + frame::HELLO_LEN]).map_err(|e| format!("handshake: {e}"))?;
+    let version = mine.agree(&theirs).ok_or_else(|| {
+        format!(
+            "handshake: no common protocol version (ours {}..{}, the peer's {}..{})",
+            mine.version_min, mine.version_max, theirs.version_min, theirs.version_max
+        )
+    })?;
+    let leftover = buf[PREFIX_LEN + frame::HELLO_LEN..got].to_vec();
+    Ok((theirs, version, leftover))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::stream::InprocStream;
+    use super::*;
+
+    struct Recorder {
+        delivered: Mutex<Vec<(String, Vec<u8>, u32, bool)>>,
+        confirmed: Mutex<std::sync::mpsc::Sender<(u64, Status)>>,
+    }
+    fn recorder() -> (Recorder, std::sync::mpsc::Receiver<(u64, Status)>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (Recorder { delivered: Mutex::new(vec![]), confirmed: Mutex::new(tx) }, rx)
+    }
+    impl Upcall for Recorder {
+        fn deliver(&self, _from: SpId, m: InboundMessage<'_>) -> Status {
+            self.delivered.lock().push((m.name.to_string(), m.payload, m.tag, m.sync));
+            Status::STATUS_SUCCESS
+        }
+        fn confirmed(&self, _from: SpId, _epoch: u64, id: u64, st: Status) {
+            let _ = self.confirmed.lock().send((id, st));
+        }
+        fn link_up(&self, _peer: SpId, _epoch: u64) {}
+        fn link_down(&self, _peer: SpId, _epoch: u64) {}
+    }
+
+    fn params() -> LinkParams {
+        LinkParams { local: SpId::a(0), max_message: 1 << 20, heartbeat: Duration::from_millis(50), dead_timeout: Duration::from_millis(2000) }
+    }
+
+    #[test]
+    fn a_message_is_delivered_whole_and_confirmed() {
+        let (a, b) = InprocStream::pair();
+        let hello = params().hello();
+        let sender = Arc::new(Conn::new(SpId::b(0), 1, &hello, 1, Box::new(a)));
+        let receiver = Arc::new(Conn::new(SpId::a(0), 1, &hello, 1, Box::new(b)));
+        let (rec, confirmations) = recorder();
+        let up = Arc::new(rec);
+        let (rcv, up2) = (receiver.clone(), up.clone());
+        let t = std::thread::spawn(move || run_reader(&rcv, params(), up2.as_ref(), vec![]));
+        let big: Payload = Arc::new((0..200_000u32).map(|i| i as u8).collect());
+        let h = MessageHead { id: 5, conduit: 1, domain: 2, tag: 3, mode: frame::MODE_SYNC };
+        sender.send_message(&h, b"Mirror", big.clone(), big.len()).unwrap();
+        // The sender side reads the confirmation.
+        let (snd, up3) = (sender.clone(), up.clone());
+        let t2 = std::thread::spawn(move || run_reader(&snd, params(), up3.as_ref(), vec![]));
+        let c = confirmations.recv_timeout(Duration::from_secs(30)).expect("no confirmation");
+        assert_eq!(c, (5, Status::STATUS_SUCCESS));
+        let d = up.delivered.lock();
+        assert_eq!(d[0].0, "Mirror");
+        assert_eq!(&d[0].1, big.as_ref());
+        assert_eq!((d[0].2, d[0].3), (3, true));
+        drop(d);
+        sender.kill("test over");
+        receiver.kill("test over");
+        assert!(!t.join().unwrap().is_empty());
+        assert!(!t2.join().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_garbage_frame_ends_the_link_with_a_reason() {
+        let (a, b) = InprocStream::pair();
+        let conn = Conn::new(SpId::a(0), 1, &params().hello(), 1, Box::new(b));
+        a.write_nonblocking(&[IoSlice::new(&[0xff; 16])]).unwrap();
+        let (up, _c) = recorder();
+        let why = run_reader(&conn, params(), &up, vec![]);
+        assert!(why.contains("malformed"), "{why}");
+    }
+
+    #[test]
+    fn a_silent_peer_is_declared_dead() {
+        let (_a, b) = InprocStream::pair();
+        let conn = Conn::new(SpId::a(0), 1, &params().hello(), 1, Box::new(b));
+        let (up, _c) = recorder();
+        let p = LinkParams { dead_timeout: Duration::from_millis(200), ..params() };
+        let t0 = Instant::now();
+        let why = run_reader(&conn, p, &up, vec![]);
+        assert!(why.contains("declared dead"), "{why}");
+        assert!(t0.elapsed() >= Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,495 @@
+//! CMI: the transport under MPS (seed FIG. 16). One reliable, ordered link
+//! from this SP to each configured peer, over Unix-domain sockets, TCP or an
+//! in-process pipe, with a handshake, heartbeats and redialing.
+//!
+//! Who dials: of two SPs, the lower id (unit, then A before B) dials and
+//! redials with backoff; the higher one accepts. A new connection from a peer
+//! replaces the old one (the peer restarted), and the old link's in-flight
+//! messages fail.
+
+pub mod frame;
+pub(crate) mod link;
+pub(crate) mod stream;
+
+pub use link::Payload;
+pub(crate) use link::{Conn, LinkDown};
+
+use crate::config::{Address, Config};
+use crate::log::{log, Level};
+use crate::sp_id::SpId;
+use crate::status::Status;
+use link::LinkParams;
+use once_cell::sync::Lazy;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use stream::{InprocStream, SocketStream, Stream};
+
+/// A message frame as it arrives, handed up to the MPS layer.
+pub struct InboundMessage<'a> {
+    /// Conduit of the sending session.
+    pub conduit: u32,
+    /// Domain of the sending session.
+    pub domain: u32,
+    /// The sender's SequenceTag.
+    pub tag: u32,
+    /// Sent with `MpsSynchronousSend`.
+    pub sync: bool,
+    /// Mailbox name of the sending (and so the receiving) session.
+    pub name: &'a str,
+    /// The message, already copied out of the transport's buffers.
+    pub payload: Vec<u8>,
+}
+
+/// What the transport reports upward. Called on link threads, with no CMI lock held.
+pub trait Upcall: Send + Sync {
+    /// A message arrived from `from`; the return value is its confirmation.
+    fn deliver(&self, from: SpId, msg: InboundMessage<'_>) -> Status;
+    /// The peer confirmed message `id` sent on link `epoch`.
+    fn confirmed(&self, from: SpId, epoch: u64, id: u64, status: Status);
+    /// A link to `peer` came up.
+    fn link_up(&self, peer: SpId, epoch: u64);
+    /// The link `epoch` to `peer` is gone; its unconfirmed messages are lost.
+    fn link_down(&self, peer: SpId, epoch: u64);
+}
+
+/// The destination is not a configured peer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotConfigured;
+
+struct PeerEntry {
+    sp: SpId,
+    address: Address,
+    /// This SP dials that peer (it has the lower id).
+    dials: bool,
+    conn: Mutex<Option<Arc<Conn>>>,
+    changed: Condvar,
+}
+
+struct Shared {
+    params: LinkParams,
+    cfg: Arc<Config>,
+    up: Arc<dyn Upcall>,
+    peers: Vec<PeerEntry>,
+    stop: AtomicBool,
+    stop_mx: Mutex<()>,
+    stop_cv: Condvar,
+    epoch: AtomicU64,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The transport of one SP.
+pub struct Cmi {
+    shared: Arc<Shared>,
+    listener_addr: Option<Address>,
+    listener_wake: Mutex<Option<Box<dyn Fn() + Send>>>,
+}
+
+// --- in-process endpoints --------------------------------------------------------
+
+struct InprocEndpoint {
+    pending: Mutex<(VecDeque<InprocStream>, bool)>,
+    cv: Condvar,
+}
+
+static INPROC: Lazy<Mutex<HashMap<String, Arc<InprocEndpoint>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+    Inproc(Arc<InprocEndpoint>),
+}
+
+impl Listener {
+    fn accept(&self) -> io::Result<Box<dyn Stream>> {
+        match self {
+            Listener::Unix(l) => {
+                let (s, _) = l.accept()?;
+                Ok(Box::new(SocketStream::new(s.into())))
+            }
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                stream::set_nodelay(&s);
+                Ok(Box::new(SocketStream::new(s.into())))
+            }
+            Listener::Inproc(ep) => {
+                let mut p = ep.pending.lock();
+                loop {
+                    if let Some(s) = p.0.pop_front() {
+                        return Ok(Box::new(s));
+                    }
+                    if p.1 {
+                        return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "endpoint closed"));
+                    }
+                    ep.cv.wait(&mut p);
+                }
+            }
+        }
+    }
+}
+
+fn bind(addr: &Address) -> io::Result<(Listener, Address)> {
+    match addr {
+        Address::Unix(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            }
+            if path.exists() {
+                // A socket file left by an SP that died: remove it, unless an SP
+                // is actually listening there (then this one must not start).
+                if UnixStream::connect(path).is_ok() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("another SP is listening on {}", path.display()),
+                    ));
+                }
+                std::fs::remove_file(path)?;
+            }
+            Ok((Listener::Unix(UnixListener::bind(path)?), addr.clone()))
+        }
+        Address::Tcp(a) => {
+            let l = TcpListener::bind(a.as_str())?;
+            let actual = Address::Tcp(l.local_addr()?.to_string());
+            Ok((Listener::Tcp(l), actual))
+        }
+        Address::Inproc(name) => {
+            let mut reg = INPROC.lock();
+            if reg.contains_key(name) {
+                return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("inproc:{name} is already listening")));
+            }
+            let ep = Arc::new(InprocEndpoint { pending: Mutex::new((VecDeque::new(), false)), cv: Condvar::new() });
+            reg.insert(name.clone(), ep.clone());
+            Ok((Listener::Inproc(ep), addr.clone()))
+        }
+    }
+}
+
+fn dial(addr: &Address, timeout: Duration) -> io::Result<Box<dyn Stream>> {
+    match addr {
+        Address::Unix(path) => Ok(Box::new(SocketStream::new(UnixStream::connect(path)?.into()))),
+        Address::Tcp(a) => {
+            let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{a} resolves to no address"));
+            for sa in a.to_socket_addrs()? {
+                match TcpStream::connect_timeout(&sa, timeout) {
+                    Ok(s) => {
+                        stream::set_nodelay(&s);
+                        return Ok(Box::new(SocketStream::new(s.into())));
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        }
+        Address::Inproc(name) => {
+            let ep = INPROC.lock().get(name).cloned().ok_or_else(|| io::Error::from(io::ErrorKind::ConnectionRefused))?;
+            let (mine, theirs) = InprocStream::pair();
+            let mut p = ep.pending.lock();
+            if p.1 {
+                return Err(io::Error::from(io::ErrorKind::ConnectionRefused));
+            }
+            p.0.push_back(theirs);
+            ep.cv.notify_one();
+            Ok(Box::new(mine))
+        }
+    }
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    fn entry(&self, sp: SpId) -> Option<&PeerEntry> {
+        self.peers.iter().find(|p| p.sp == sp)
+    }
+
+    fn spawn(self: &Arc<Self>, name: String, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        let h = std::thread::Builder::new().name(name).spawn(f)?;
+        let mut t = self.threads.lock();
+        t.retain(|h| !h.is_finished());
+        t.push(h);
+        Ok(())
+    }
+
+    /// Waits `d` or until shutdown; false when shutting down.
+    fn pause(&self, d: Duration) -> bool {
+        let mut g = self.stop_mx.lock();
+        if self.stopping() {
+            return false;
+        }
+        let _ = self.stop_cv.wait_for(&mut g, d);
+        !self.stopping()
+    }
+
+    /// Runs an established link until it ends.
+    fn serve(self: &Arc<Self>, entry: &PeerEntry, stream: Box<dyn Stream>, hello: frame::Hello, version: u16, leftover: Vec<u8>) {
+        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        let conn = Arc::new(Conn::new(entry.sp, epoch, &hello, version, stream));
+        {
+            let mut cur = entry.conn.lock();
+            if let Some(old) = cur.replace(conn.clone()) {
+                old.kill("replaced by a new connection from the peer");
+            }
+            if self.stopping() {
+                conn.kill("shutting down");
+            }
+            entry.changed.notify_all();
+        }
+        log!(Level::Info, "link to SP {} up (protocol version {version}, epoch {epoch})", entry.sp);
+        self.up.link_up(entry.sp, epoch);
+        let w = conn.clone();
+        let interval = self.params.heartbeat;
+        let writer = std::thread::Builder::new()
+            .name(format!("mps-write-{}", entry.sp))
+            .spawn(move || w.writer_loop(interval));
+        let reason = match &writer {
+            Ok(_) => link::run_reader(&conn, self.params, self.up.as_ref(), leftover),
+            Err(e) => format!("cannot start the link's writer thread: {e}"),
+        };
+        conn.kill(&reason);
+        if let Ok(h) = writer {
+            let _ = h.join();
+        }
+        {
+            let mut cur = entry.conn.lock();
+            if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                *cur = None;
+            }
+            entry.changed.notify_all();
+        }
+        if self.stopping() {
+            log!(Level::Info, "link to SP {} closed: {reason}", entry.sp);
+        } else {
+            log!(Level::Warn, "link to SP {} lost: {reason}", entry.sp);
+        }
+        self.up.link_down(entry.sp, epoch);
+    }
+
+    fn dial_loop(self: &Arc<Self>, idx: usize) {
+        let entry = &self.peers[idx];
+        let mut backoff = self.cfg.reconnect_initial_backoff;
+        let mut failures: u64 = 0;
+        while !self.stopping() {
+            let attempt = dial(&entry.address, self.params.dead_timeout)
+                .map_err(|e| format!("cannot connect to {}: {e}", entry.address))
+                .and_then(|s| link::handshake(s.as_ref(), &self.params).map(|h| (s, h)));
+            match attempt {
+                Ok((s, (hello, _, _))) if hello.sp != entry.sp => {
+                    s.shutdown();
+                    log!(Level::Error, "{} answered as SP {}, not the configured SP {}", entry.address, hello.sp, entry.sp);
+                }
+                Ok((s, (hello, version, leftover))) => {
+                    failures = 0;
+                    backoff = self.cfg.reconnect_initial_backoff;
+                    self.serve(entry, s, hello, version, leftover);
+                    continue;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let lvl = if failures == 1 { Level::Info } else { Level::Debug };
+                    log!(lvl, "SP {}: {e}; retrying in {} ms", entry.sp, backoff.as_millis());
+                }
+            }
+            if !self.pause(backoff) {
+                break;
+            }
+            backoff = (backoff * 2).min(self.cfg.reconnect_max_backoff);
+        }
+    }
+
+    fn accepted(self: &Arc<Self>, s: Box<dyn Stream>) {
+        let (hello, version, leftover) = match link::handshake(s.as_ref(), &self.params) {
+            Ok(h) => h,
+            Err(e) => {
+                log!(Level::Warn, "refused an incoming connection: {e}");
+                s.shutdown();
+                return;
+            }
+        };
+        let Some(entry) = self.entry(hello.sp) else {
+            log!(Level::Warn, "refused a connection from SP {}: not a configured peer", hello.sp);
+            s.shutdown();
+            return;
+        };
+        if entry.dials {
+            log!(Level::Warn, "refused a connection from SP {}: this SP dials it (the lower id dials)", hello.sp);
+            s.shutdown();
+            return;
+        }
+        self.serve(entry, s, hello, version, leftover);
+    }
+}
+
+impl Cmi {
+    /// Binds the listening address and starts dialing the peers this SP dials.
+    pub fn start(cfg: Arc<Config>, up: Arc<dyn Upcall>) -> io::Result<Cmi> {
+        let params = LinkParams {
+            local: cfg.local,
+            max_message: cfg.max_message_size,
+            heartbeat: cfg.heartbeat_interval,
+            dead_timeout: cfg.dead_peer_timeout,
+        };
+        let peers = cfg
+            .peers
+            .iter()
+            .map(|p| PeerEntry {
+                sp: p.sp,
+                address: p.address.clone(),
+                dials: cfg.local < p.sp,
+                conn: Mutex::new(None),
+                changed: Condvar::new(),
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            params,
+            cfg: cfg.clone(),
+            up,
+            peers,
+            stop: AtomicBool::new(false),
+            stop_mx: Mutex::new(()),
+            stop_cv: Condvar::new(),
+            epoch: AtomicU64::new(0),
+            threads: Mutex::new(Vec::new()),
+        });
+        let mut cmi = Cmi { shared: shared.clone(), listener_addr: None, listener_wake: Mutex::new(None) };
+        if let Some(addr) = &cfg.listen {
+            let (listener, actual) = bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            log!(Level::Info, "SP {} listening on {actual}", cfg.local);
+            let wake: Box<dyn Fn() + Send> = match (&listener, &actual) {
+                (Listener::Unix(_), Address::Unix(p)) => {
+                    let p: PathBuf = p.clone();
+                    Box::new(move || {
+                        let _ = UnixStream::connect(&p);
+                        let _ = std::fs::remove_file(&p);
+                    })
+                }
+                (Listener::Tcp(_), Address::Tcp(a)) => {
+                    let a = a.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
+                    Box::new(move || {
+                        let _ = TcpStream::connect(a.as_str());
+                    })
+                }
+                (Listener::Inproc(ep), Address::Inproc(name)) => {
+                    let (ep, name) = (ep.clone(), name.clone());
+                    Box::new(move || {
+                        INPROC.lock().remove(&name);
+                        ep.pending.lock().1 = true;
+                        ep.cv.notify_all();
+                    })
+                }
+                _ => unreachable!("bind returns the address of its own kind"),
+            };
+            *cmi.listener_wake.lock() = Some(wake);
+            cmi.listener_addr = Some(actual);
+            let sh = shared.clone();
+            shared.spawn(format!("mps-listen-{}", cfg.local), move || {
+                loop {
+                    let r = listener.accept();
+                    if sh.stopping() {
+                        break;
+                    }
+                    match r {
+                        Ok(s) => {
+                            let sh2 = sh.clone();
+                            if let Err(e) = sh.spawn("mps-link".into(), move || sh2.accepted(s)) {
+                                log!(Level::Error, "cannot start a link thread: {e}");
+                            }
+                        }
+                        Err(e) => {
+                            log!(Level::Error, "accept failed: {e}");
+                            if !sh.pause(Duration::from_millis(100)) {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })?;
+        }
+        for (i, p) in shared.peers.iter().enumerate() {
+            if p.dials {
+                let sh = shared.clone();
+                shared.spawn(format!("mps-dial-{}", p.sp), move || sh.dial_loop(i))?;
+            }
+        }
+        Ok(cmi)
+    }
+
+    /// The address this SP actually listens on (with the real port for `tcp:...:0`).
+    pub fn listen_address(&self) -> Option<&Address> {
+        self.listener_addr.as_ref()
+    }
+
+    /// The live link to `sp`, `Ok(None)` when it is down.
+    pub(crate) fn link(&self, sp: SpId) -> Result<Option<Arc<Conn>>, NotConfigured> {
+        let e = self.shared.entry(sp).ok_or(NotConfigured)?;
+        Ok(e.conn.lock().clone())
+    }
+
+    /// Waits until the link to `sp` is up; `timeout` `None` waits forever.
+    /// Returns whether it is up.
+    pub fn wait_link(&self, sp: SpId, timeout: Option<Duration>) -> Result<bool, NotConfigured> {
+        let e = self.shared.entry(sp).ok_or(NotConfigured)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut cur = e.conn.lock();
+        loop {
+            if cur.as_ref().is_some_and(|c| !c.is_dead()) {
+                return Ok(true);
+            }
+            if self.shared.stopping() {
+                return Ok(false);
+            }
+            match deadline {
+                Some(d) => {
+                    if e.changed.wait_until(&mut cur, d).timed_out() {
+                        return Ok(cur.as_ref().is_some_and(|c| !c.is_dead()));
+                    }
+                }
+                None => e.changed.wait(&mut cur),
+            }
+        }
+    }
+
+    /// Closes every link and listener and joins every CMI thread.
+    pub fn shutdown(&self) {
+        if self.shared.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        {
+            let _g = self.shared.stop_mx.lock();
+            self.shared.stop_cv.notify_all();
+        }
+        if let Some(wake) = self.listener_wake.lock().take() {
+            wake();
+        }
+        for p in &self.shared.peers {
+            let cur = p.conn.lock();
+            if let Some(c) = cur.as_ref() {
+                c.kill("shutting down");
+            }
+            p.changed.notify_all();
+        }
+        loop {
+            let hs: Vec<_> = std::mem::take(&mut *self.shared.threads.lock());
+            if hs.is_empty() {
+                break;
+            }
+            for h in hs {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for Cmi {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

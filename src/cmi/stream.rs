@@ -1,0 +1,268 @@
+//! Byte streams under a link: sockets (Unix-domain and TCP, one fd type) and
+//! the in-process pipe. This file and `src/ffi/` are where `unsafe` lives: the
+//! system calls. Every write is `MSG_NOSIGNAL | MSG_DONTWAIT`, so a peer's death
+//! never raises SIGPIPE in the survivor and a sender never blocks on a slow link.
+
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a link needs from its byte stream.
+pub(crate) trait Stream: Send + Sync {
+    /// Reads into `buf`, waiting at most `timeout`. `Ok(None)`: the time ran
+    /// out; `Ok(Some(0))`: the far end closed.
+    fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>>;
+    /// Writes what fits without blocking; `WouldBlock` when nothing fits.
+    fn write_nonblocking(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Waits until a write could make progress, or `timeout` passes.
+    fn wait_writable(&self, timeout: Duration) -> io::Result<()>;
+    /// Ends the stream both ways; blocked readers and writers return.
+    fn shutdown(&self);
+}
+
+/// Most iovecs passed to one `sendmsg`.
+pub(crate) const MAX_IOV: usize = 64;
+
+/// A connected stream socket (AF_UNIX or AF_INET/AF_INET6).
+pub(crate) struct SocketStream {
+    fd: OwnedFd,
+}
+
+impl SocketStream {
+    /// Takes over a connected socket. Sets the receive timeout used by
+    /// `read_timeout` lazily (each call passes its own).
+    pub(crate) fn new(fd: OwnedFd) -> SocketStream {
+        SocketStream { fd }
+    }
+
+    fn poll(&self, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events, revents: 0 };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        loop {
+            // SAFETY: `pfd` is a valid pollfd for the duration of the call and
+            // nfds is 1, matching the single element passed.
+            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if r >= 0 {
+                return Ok(r > 0);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Stream for SocketStream {
+    fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
+        loop {
+            // Try first: when data is already there (the common case under
+            // load) this costs one system call, not two.
+            // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes
+            // owned by the caller for the duration of the call.
+            let n = unsafe {
+                libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+            };
+            if n >= 0 {
+                return Ok(Some(n as usize));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    if !self.poll(libc::POLLIN, timeout)? {
+                        return Ok(None);
+                    }
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+
+    fn write_nonblocking(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let n = bufs.len().min(MAX_IOV);
+        // SAFETY: an all-zero msghdr is a valid "no name, no control" header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // IoSlice is guaranteed ABI-compatible with struct iovec on Unix.
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = n as _;
+        loop {
+            // SAFETY: msg points at `n` valid iovecs borrowed from `bufs`, which
+            // outlive the call; the kernel only reads them.
+            let r = unsafe {
+                libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+            };
+            if r >= 0 {
+                return Ok(r as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    fn wait_writable(&self, timeout: Duration) -> io::Result<()> {
+        self.poll(libc::POLLOUT, timeout).map(|_| ())
+    }
+
+    fn shutdown(&self) {
+        // SAFETY: shutdown on an fd we own; failure (already shut, not
+        // connected) is harmless and ignored.
+        unsafe {
+            libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR);
+        }
+    }
+}
+
+/// Sets TCP_NODELAY: MPS messages are latency-bound and already batched by the link.
+pub(crate) fn set_nodelay(s: &std::net::TcpStream) {
+    let _ = s.set_nodelay(true);
+}
+
+// --- the in-process pipe ------------------------------------------------------
+
+/// Bytes one direction of an in-process pipe holds before a writer sees `WouldBlock`.
+const PIPE_CAPACITY: usize = 1 << 20;
+
+struct PipeState {
+    data: VecDeque<u8>,
+    closed: bool,
+}
+
+/// One direction of an in-process byte pipe.
+struct Pipe {
+    state: Mutex<PipeState>,
+    readable: Condvar,
+    writable: Condvar,
+}
+
+impl Pipe {
+    fn new() -> Arc<Pipe> {
+        Arc::new(Pipe {
+            state: Mutex::new(PipeState { data: VecDeque::new(), closed: false }),
+            readable: Condvar::new(),
+            writable: Condvar::new(),
+        })
+    }
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.readable.notify_all();
+        self.writable.notify_all();
+    }
+}
+
+/// An in-process link end: the same frames, handshake and heartbeats as a
+/// socket, carried through memory between two SP instances of one process.
+pub(crate) struct InprocStream {
+    rx: Arc<Pipe>,
+    tx: Arc<Pipe>,
+}
+
+impl InprocStream {
+    /// Two connected ends.
+    pub(crate) fn pair() -> (InprocStream, InprocStream) {
+        let a = Pipe::new();
+        let b = Pipe::new();
+        (InprocStream { rx: a.clone(), tx: b.clone() }, InprocStream { rx: b, tx: a })
+    }
+}
+
+impl Stream for InprocStream {
+    fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.rx.state.lock();
+        while st.data.is_empty() && !st.closed {
+            if self.rx.readable.wait_until(&mut st, deadline).timed_out() && st.data.is_empty() && !st.closed {
+                return Ok(None);
+            }
+        }
+        let n = buf.len().min(st.data.len());
+        for (dst, src) in buf.iter_mut().zip(st.data.drain(..n)) {
+            *dst = src;
+        }
+        drop(st);
+        self.rx.writable.notify_all();
+        Ok(Some(n))
+    }
+
+    fn write_nonblocking(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut st = self.tx.state.lock();
+        if st.closed {
+            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
+        let mut room = PIPE_CAPACITY.saturating_sub(st.data.len());
+        if room == 0 {
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        let mut written = 0;
+        for b in bufs.iter().take(MAX_IOV) {
+            let n = b.len().min(room);
+            st.data.extend(&b[..n]);
+            written += n;
+            room -= n;
+            if room == 0 {
+                break;
+            }
+        }
+        drop(st);
+        self.tx.readable.notify_all();
+        Ok(written)
+    }
+
+    fn wait_writable(&self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.tx.state.lock();
+        while st.data.len() >= PIPE_CAPACITY && !st.closed {
+            if self.tx.writable.wait_until(&mut st, deadline).timed_out() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn shutdown(&self) {
+        self.rx.close();
+        self.tx.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inproc_pipe_carries_bytes_and_reports_close() {
+        let (a, b) = InprocStream::pair();
+        assert_eq!(a.write_nonblocking(&[IoSlice::new(b"hel"), IoSlice::new(b"lo")]).unwrap(), 5);
+        let mut buf = [0u8; 16];
+        assert_eq!(b.read_timeout(&mut buf, Duration::from_secs(5)).unwrap(), Some(5));
+        assert_eq!(&buf[..5], b"hello");
+        assert_eq!(b.read_timeout(&mut buf, Duration::from_millis(1)).unwrap(), None);
+        a.shutdown();
+        assert_eq!(b.read_timeout(&mut buf, Duration::from_secs(5)).unwrap(), Some(0));
+        assert!(b.write_nonblocking(&[IoSlice::new(b"x")]).is_err());
+    }
+
+    #[test]
+    fn inproc_pipe_is_bounded() {
+        let (a, _b) = InprocStream::pair();
+        let big = vec![0u8; PIPE_CAPACITY + 10];
+        assert_eq!(a.write_nonblocking(&[IoSlice::new(&big)]).unwrap(), PIPE_CAPACITY);
+        assert_eq!(a.write_nonblocking(&[IoSlice::new(b"x")]).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn socket_write_to_a_dead_peer_is_an_error_not_a_signal() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(b);
+        let s = SocketStream::new(a.into());
+        // EPIPE comes back as an error. (Rust test binaries ignore SIGPIPE, so
+        // the proof that no signal is raised is the C two-process tests.)
+        let e = s.write_nonblocking(&[IoSlice::new(b"ping")]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+    }
+}

@@ -1,0 +1,505 @@
+//! Who this SP is, who its peers are, and the limits (SPEC section 6).
+//!
+//! Two sources: a TOML file named by `MPS_CONFIG` (format in README.md and
+//! `examples/mps-two-units.toml`), or the embedded default built from `MPS_SP`
+//! and `MPS_RUNTIME_DIR` with no file at all.
+
+use crate::sp_id::SpId;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// Hard ceiling for `max_message_size` (and for `MpsAllocateMessage`): 256 MiB.
+pub const MAX_MESSAGE_SIZE_CEILING: u32 = 256 << 20;
+/// Longest Unix-domain socket path the kernel accepts (sun_path minus the NUL).
+const UNIX_PATH_MAX: usize = 107;
+
+/// Where an SP listens or is reached.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Address {
+    /// A Unix-domain stream socket at this path (`unix:/path`).
+    Unix(PathBuf),
+    /// TCP, `host:port` (`tcp:127.0.0.1:7001`).
+    Tcp(String),
+    /// An in-process link to another SP instance of this process (`inproc:name`).
+    Inproc(String),
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+            Address::Tcp(a) => write!(f, "tcp:{a}"),
+            Address::Inproc(n) => write!(f, "inproc:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Address {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Address, String> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            if p.is_empty() || !p.starts_with('/') {
+                return Err(format!("{s:?}: a unix: address needs an absolute path"));
+            }
+            if p.len() > UNIX_PATH_MAX {
+                return Err(format!("{s:?}: the socket path is longer than {UNIX_PATH_MAX} bytes"));
+            }
+            Ok(Address::Unix(PathBuf::from(p)))
+        } else if let Some(a) = s.strip_prefix("tcp:") {
+            let (host, port) = a
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{s:?}: a tcp: address is host:port"))?;
+            if host.is_empty() {
+                return Err(format!("{s:?}: the host is empty"));
+            }
+            port.parse::<u16>()
+                .map_err(|_| format!("{s:?}: the port {port:?} is not a number from 0 to 65535"))?;
+            Ok(Address::Tcp(a.to_string()))
+        } else if let Some(n) = s.strip_prefix("inproc:") {
+            if n.is_empty() {
+                return Err(format!("{s:?}: an inproc: address needs a name"));
+            }
+            Ok(Address::Inproc(n.to_string()))
+        } else {
+            Err(format!("{s:?}: an address starts with unix:, tcp: or inproc:"))
+        }
+    }
+}
+
+/// One peer SP and how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its identity; the handshake checks that the far end says the same.
+    pub sp: SpId,
+    /// Its listening address.
+    pub address: Address,
+}
+
+/// The complete configuration of one SP.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This SP.
+    pub local: SpId,
+    /// Where this SP listens for its peers (`None`: it only dials).
+    pub listen: Option<Address>,
+    /// Every other SP this one links to.
+    pub peers: Vec<Peer>,
+    /// The conduits sessions may be opened on.
+    pub conduits: BTreeSet<u32>,
+    /// Largest message, in bytes, this SP sends or accepts.
+    pub max_message_size: u32,
+    /// Messages a session holds that its client has not taken yet; past it the
+    /// sender gets `STATUS_INSUFFICIENT_RESOURCES`.
+    pub session_queue_depth: u32,
+    /// Asynchronous sends one session may have awaiting completion.
+    pub async_sends_per_session: u32,
+    /// A link sends a heartbeat when it has sent nothing for this long.
+    pub heartbeat_interval: Duration,
+    /// A link that has received nothing for this long is declared dead.
+    pub dead_peer_timeout: Duration,
+    /// First wait before redialing a lost or refused link; doubles each failure.
+    pub reconnect_initial_backoff: Duration,
+    /// The longest wait between redials.
+    pub reconnect_max_backoff: Duration,
+    /// Library threads that run client callbacks.
+    pub callback_threads: usize,
+}
+
+/// Defaults shared by the file format and the embedded default.
+mod defaults {
+    pub const MAX_MESSAGE_SIZE: u32 = 4 << 20;
+    pub const SESSION_QUEUE_DEPTH: u32 = 1024;
+    pub const ASYNC_SENDS_PER_SESSION: u32 = 4096;
+    pub const HEARTBEAT_INTERVAL_MS: u64 = 250;
+    pub const DEAD_PEER_TIMEOUT_MS: u64 = 3000;
+    pub const INITIAL_BACKOFF_MS: u64 = 20;
+    pub const MAX_BACKOFF_MS: u64 = 1000;
+    pub const CALLBACK_THREADS: usize = 2;
+    pub const CONDUITS: std::ops::RangeInclusive<u32> = 0..=31;
+}
+
+/// A configuration that was refused: where and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or `MPS_SP`, or `<string>`) the error is in.
+    pub origin: String,
+    /// 1-based line of the offending text, when it has one.
+    pub line: Option<usize>,
+    /// What is wrong, in a sentence.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}: line {}: {}", self.origin, l, self.reason),
+            None => write!(f, "{}: {}", self.origin, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// --- the file format -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    sp: Spanned<String>,
+    listen: Option<Spanned<String>>,
+    conduits: Option<Spanned<Vec<u32>>>,
+    #[serde(default)]
+    peer: Vec<RawPeer>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    heartbeat: RawHeartbeat,
+    #[serde(default)]
+    reconnect: RawReconnect,
+    #[serde(default)]
+    callbacks: RawCallbacks,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    sp: Spanned<String>,
+    address: Spanned<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_message_size: Option<Spanned<u32>>,
+    session_queue_depth: Option<Spanned<u32>>,
+    async_sends_per_session: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHeartbeat {
+    interval_ms: Option<Spanned<u64>>,
+    dead_peer_timeout_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReconnect {
+    initial_backoff_ms: Option<Spanned<u64>>,
+    max_backoff_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCallbacks {
+    threads: Option<Spanned<u64>>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+struct Checker<'a> {
+    origin: &'a str,
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    fn err<T>(&self, span: std::ops::Range<usize>, reason: impl Into<String>) -> Result<T, ConfigError> {
+        Err(ConfigError {
+            origin: self.origin.to_string(),
+            line: Some(line_of(self.text, span.start)),
+            reason: reason.into(),
+        })
+    }
+
+    fn range<T: PartialOrd + Copy + fmt::Display>(
+        &self,
+        v: &Option<Spanned<T>>,
+        name: &str,
+        lo: T,
+        hi: T,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) if *s.get_ref() >= lo && *s.get_ref() <= hi => Ok(*s.get_ref()),
+            Some(s) => self.err(s.span(), format!("{name} = {} is outside {lo}..={hi}", s.get_ref())),
+        }
+    }
+}
+
+impl Config {
+    /// The embedded default (SPEC 6): `local` and its partner SP of the same
+    /// unit, both on Unix-domain sockets in `runtime_dir`, conduits 0 to 31.
+    pub fn embedded_default(local: SpId, runtime_dir: &Path) -> Result<Config, ConfigError> {
+        let path_of = |sp: SpId| runtime_dir.join(format!("sp-{}-{}.sock", sp.unit, if sp.sp == 0 { 'A' } else { 'B' }));
+        let mut peers = Vec::new();
+        if let Some(p) = local.partner() {
+            peers.push(Peer { sp: p, address: Address::Unix(path_of(p)) });
+        }
+        let listen = path_of(local);
+        if listen.as_os_str().len() > UNIX_PATH_MAX {
+            return Err(ConfigError {
+                origin: "MPS_RUNTIME_DIR".into(),
+                line: None,
+                reason: format!(
+                    "{} is too long for a Unix-domain socket path (at most {UNIX_PATH_MAX} bytes)",
+                    listen.display()
+                ),
+            });
+        }
+        Ok(Config {
+            local,
+            listen: Some(Address::Unix(listen)),
+            peers,
+            conduits: defaults::CONDUITS.collect(),
+            max_message_size: defaults::MAX_MESSAGE_SIZE,
+            session_queue_depth: defaults::SESSION_QUEUE_DEPTH,
+            async_sends_per_session: defaults::ASYNC_SENDS_PER_SESSION,
+            heartbeat_interval: Duration::from_millis(defaults::HEARTBEAT_INTERVAL_MS),
+            dead_peer_timeout: Duration::from_millis(defaults::DEAD_PEER_TIMEOUT_MS),
+            reconnect_initial_backoff: Duration::from_millis(defaults::INITIAL_BACKOFF_MS),
+            reconnect_max_backoff: Duration::from_millis(defaults::MAX_BACKOFF_MS),
+            callback_threads: defaults::CALLBACK_THREADS,
+        })
+    }
+
+    /// The runtime directory of the embedded default: `MPS_RUNTIME_DIR`, else
+    /// `$XDG_RUNTIME_DIR/mps`, else `/tmp/mps-<uid>`.
+    pub fn default_runtime_dir() -> PathBuf {
+        if let Some(d) = std::env::var_os("MPS_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d);
+        }
+        if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d).join("mps");
+        }
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        PathBuf::from(format!("/tmp/mps-{uid}"))
+    }
+
+    /// From the environment: the file named by `MPS_CONFIG`, else the embedded
+    /// default for `MPS_SP` (default `0.A`) in [`Config::default_runtime_dir`].
+    pub fn from_env() -> Result<Config, ConfigError> {
+        if let Some(path) = std::env::var_os("MPS_CONFIG").filter(|p| !p.is_empty()) {
+            return Config::from_file(Path::new(&path));
+        }
+        let local = match std::env::var("MPS_SP") {
+            Ok(s) if !s.is_empty() => s.parse::<SpId>().map_err(|reason| ConfigError {
+                origin: "MPS_SP".into(),
+                line: None,
+                reason,
+            })?,
+            _ => SpId::a(0),
+        };
+        Config::embedded_default(local, &Config::default_runtime_dir())
+    }
+
+    /// Reads and checks a configuration file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            line: None,
+            reason: format!("cannot read the configuration file: {e}"),
+        })?;
+        Config::from_toml(&text, &origin)
+    }
+
+    /// Parses and checks configuration text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError {
+            origin: origin.to_string(),
+            line: e.span().map(|s| line_of(text, s.start)),
+            reason: e.message().trim().to_string(),
+        })?;
+        let c = Checker { origin, text };
+
+        let local: SpId = match raw.sp.get_ref().parse() {
+            Ok(id) => id,
+            Err(e) => return c.err(raw.sp.span(), e),
+        };
+        let listen = match &raw.listen {
+            None => None,
+            Some(s) => match s.get_ref().parse::<Address>() {
+                Ok(a) => Some(a),
+                Err(e) => return c.err(s.span(), e),
+            },
+        };
+        let mut peers: Vec<Peer> = Vec::new();
+        for p in &raw.peer {
+            let sp: SpId = match p.sp.get_ref().parse() {
+                Ok(id) => id,
+                Err(e) => return c.err(p.sp.span(), e),
+            };
+            if sp == local {
+                return c.err(p.sp.span(), format!("peer {sp} is this SP itself (sp = \"{local}\")"));
+            }
+            if peers.iter().any(|q| q.sp == sp) {
+                return c.err(p.sp.span(), format!("peer {sp} is listed twice"));
+            }
+            let address = match p.address.get_ref().parse::<Address>() {
+                Ok(a) => a,
+                Err(e) => return c.err(p.address.span(), e),
+            };
+            if matches!(address, Address::Tcp(ref a) if a.ends_with(":0")) {
+                return c.err(p.address.span(), "a peer's tcp: address needs a real port, not 0");
+            }
+            peers.push(Peer { sp, address });
+        }
+        let conduits: BTreeSet<u32> = match &raw.conduits {
+            None => defaults::CONDUITS.collect(),
+            Some(s) if s.get_ref().is_empty() => return c.err(s.span(), "conduits is empty: no session could be opened"),
+            Some(s) if s.get_ref().len() > 4096 => return c.err(s.span(), "more than 4096 conduits"),
+            Some(s) => s.get_ref().iter().copied().collect(),
+        };
+        let l = &raw.limits;
+        let max_message_size =
+            c.range(&l.max_message_size, "max_message_size", 1, MAX_MESSAGE_SIZE_CEILING, defaults::MAX_MESSAGE_SIZE)?;
+        let session_queue_depth =
+            c.range(&l.session_queue_depth, "session_queue_depth", 1, 1_000_000, defaults::SESSION_QUEUE_DEPTH)?;
+        let async_sends_per_session = c.range(
+            &l.async_sends_per_session,
+            "async_sends_per_session",
+            1,
+            1_000_000,
+            defaults::ASYNC_SENDS_PER_SESSION,
+        )?;
+        let h = &raw.heartbeat;
+        let interval = c.range(&h.interval_ms, "interval_ms", 10, 60_000, defaults::HEARTBEAT_INTERVAL_MS)?;
+        let dead = c.range(&h.dead_peer_timeout_ms, "dead_peer_timeout_ms", 20, 600_000, defaults::DEAD_PEER_TIMEOUT_MS)?;
+        if dead < 2 * interval {
+            let span = h.dead_peer_timeout_ms.as_ref().or(h.interval_ms.as_ref()).map(|s| s.span()).unwrap_or(0..0);
+            return c.err(span, format!("dead_peer_timeout_ms ({dead}) must be at least twice interval_ms ({interval})"));
+        }
+        let r = &raw.reconnect;
+        let initial = c.range(&r.initial_backoff_ms, "initial_backoff_ms", 1, 60_000, defaults::INITIAL_BACKOFF_MS)?;
+        let max = c.range(&r.max_backoff_ms, "max_backoff_ms", 1, 600_000, defaults::MAX_BACKOFF_MS)?;
+        if max < initial {
+            let span = r.max_backoff_ms.as_ref().map(|s| s.span()).unwrap_or(0..0);
+            return c.err(span, format!("max_backoff_ms ({max}) is less than initial_backoff_ms ({initial})"));
+        }
+        let threads = c.range(&raw.callbacks.threads, "threads", 1, 64, defaults::CALLBACK_THREADS as u64)? as usize;
+
+        Ok(Config {
+            local,
+            listen,
+            peers,
+            conduits,
+            max_message_size,
+            session_queue_depth,
+            async_sends_per_session,
+            heartbeat_interval: Duration::from_millis(interval),
+            dead_peer_timeout: Duration::from_millis(dead),
+            reconnect_initial_backoff: Duration::from_millis(initial),
+            reconnect_max_backoff: Duration::from_millis(max),
+            callback_threads: threads,
+        })
+    }
+
+    /// The configured peer with this id, if any.
+    pub fn peer(&self, sp: SpId) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.sp == sp)
+    }
+
+    /// The other SP of this SP's storage unit, when it is configured.
+    pub fn unit_partner(&self) -> Option<SpId> {
+        self.local.partner().filter(|p| self.peer(*p).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+sp = "1.A"
+listen = "tcp:127.0.0.1:7001"
+conduits = [0, 5]
+
+[[peer]]
+sp = "1.B"
+address = "unix:/run/mps/1.B.sock"
+
+[[peer]]
+sp = "2.A"
+address = "tcp:10.0.0.2:7001"
+
+[limits]
+max_message_size = 65536
+
+[heartbeat]
+interval_ms = 100
+dead_peer_timeout_ms = 1000
+"#;
+
+    #[test]
+    fn reads_a_complete_file() {
+        let c = Config::from_toml(GOOD, "good.toml").unwrap();
+        assert_eq!(c.local, SpId::a(1));
+        assert_eq!(c.listen, Some(Address::Tcp("127.0.0.1:7001".into())));
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.peers[0].address, Address::Unix("/run/mps/1.B.sock".into()));
+        assert_eq!(c.conduits.iter().copied().collect::<Vec<_>>(), vec![0, 5]);
+        assert_eq!(c.max_message_size, 65536);
+        assert_eq!(c.session_queue_depth, 1024);
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(c.unit_partner(), Some(SpId::b(1)));
+    }
+
+    fn refused(text: &str) -> ConfigError {
+        Config::from_toml(text, "bad.toml").expect_err("the file was accepted")
+    }
+
+    #[test]
+    fn names_the_line_of_a_syntax_error() {
+        let e = refused("sp = \"0.A\"\n\nlisten = = 3\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().starts_with("bad.toml: line 3:"), "{e}");
+    }
+
+    #[test]
+    fn names_the_line_of_a_bad_value() {
+        let e = refused("sp = \"0.A\"\n[[peer]]\nsp = \"0.C\"\naddress = \"unix:/x\"\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.reason.contains("A or B"), "{e}");
+        let e = refused("sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"smoke:/x\"\n");
+        assert_eq!(e.line, Some(4), "{e}");
+        let e = refused("sp = \"0.A\"\n[limits]\nmax_message_size = 0\n");
+        assert_eq!(e.line, Some(3), "{e}");
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_missing_sp() {
+        let e = refused("sp = \"0.A\"\nlisten = \"unix:/a\"\nlisen = 1\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = refused("listen = \"unix:/a\"\n");
+        assert!(e.reason.contains("sp"), "{e}");
+    }
+
+    #[test]
+    fn refuses_inconsistent_values() {
+        assert!(refused("sp = \"0.A\"\n[[peer]]\nsp = \"0.A\"\naddress = \"unix:/x\"\n").reason.contains("itself"));
+        assert!(refused("sp = \"0.A\"\n[heartbeat]\ninterval_ms = 100\ndead_peer_timeout_ms = 150\n").reason.contains("twice"));
+        assert!(refused("sp = \"0.A\"\nconduits = []\n").reason.contains("empty"));
+        let long = format!("sp = \"0.A\"\nlisten = \"unix:/{}\"\n", "x".repeat(200));
+        assert!(refused(&long).reason.contains("longer"));
+    }
+
+    #[test]
+    fn embedded_default_pairs_the_unit() {
+        let c = Config::embedded_default(SpId::b(3), Path::new("/tmp/rt")).unwrap();
+        assert_eq!(c.listen, Some(Address::Unix("/tmp/rt/sp-3-B.sock".into())));
+        assert_eq!(c.peers, vec![Peer { sp: SpId::a(3), address: Address::Unix("/tmp/rt/sp-3-A.sock".into()) }]);
+        assert_eq!(c.conduits.len(), 32);
+    }
+}

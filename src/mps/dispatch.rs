@@ -1,0 +1,105 @@
+//! Runs client callbacks on library threads (SPEC 5): never inside the
+//! client's own call, serialized per session and in event order, with no
+//! library lock held. A session with events is on the run queue at most once;
+//! a worker takes it, runs a batch of its events, and requeues it if more came.
+
+use super::session::Session;
+use super::Core;
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Events one worker runs for a session before letting others have a turn.
+const BATCH: usize = 64;
+
+struct RunQueue {
+    sessions: VecDeque<Arc<Session>>,
+    stop: bool,
+}
+
+pub(crate) struct Dispatcher {
+    q: Mutex<RunQueue>,
+    cv: Condvar,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Dispatcher {
+    pub fn new() -> Dispatcher {
+        Dispatcher {
+            q: Mutex::new(RunQueue { sessions: VecDeque::new(), stop: false }),
+            cv: Condvar::new(),
+            threads: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn start(&self, core: &Arc<Core>, n: usize) -> std::io::Result<()> {
+        let mut t = self.threads.lock();
+        for i in 0..n {
+            let c = core.clone();
+            t.push(std::thread::Builder::new().name(format!("mps-callback-{i}")).spawn(move || worker(&c))?);
+        }
+        Ok(())
+    }
+
+    /// Puts a session with new events on the run queue (the caller set its
+    /// `scheduled` flag under the session's lock).
+    pub fn push(&self, s: Arc<Session>) {
+        self.q.lock().sessions.push_back(s);
+        self.cv.notify_one();
+    }
+
+    /// Lets the workers finish what is queued, then joins them (all but the
+    /// calling thread, should a callback be tearing the SP down).
+    pub fn stop(&self) {
+        self.q.lock().stop = true;
+        self.cv.notify_all();
+        let me = std::thread::current().id();
+        for h in std::mem::take(&mut *self.threads.lock()) {
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn worker(core: &Arc<Core>) {
+    loop {
+        let s = {
+            let mut q = core.dispatcher.q.lock();
+            loop {
+                if let Some(s) = q.sessions.pop_front() {
+                    break s;
+                }
+                if q.stop {
+                    return;
+                }
+                core.dispatcher.cv.wait(&mut q);
+            }
+        };
+        let mut ran = 0;
+        loop {
+            let ev = {
+                let mut st = s.st.lock();
+                match st.events.pop_front() {
+                    Some(ev) if ran < BATCH => ev,
+                    Some(ev) => {
+                        // Fairness: back of the queue, still scheduled.
+                        st.events.push_front(ev);
+                        drop(st);
+                        core.dispatcher.push(s.clone());
+                        break;
+                    }
+                    None => {
+                        st.scheduled = false;
+                        // The last event may have been what a pending close waited for.
+                        core.maybe_finish_close_pub(&s, &mut st);
+                        break;
+                    }
+                }
+            };
+            core.run_event(&s, ev);
+            ran += 1;
+        }
+    }
+}

@@ -1,0 +1,717 @@
+//! MPS: the Message Passing Service (seed FIG. 2-8C, SPEC sections 4 and 5).
+//! Sessions over conduits, synchronous and asynchronous sends with their
+//! confirmations, synchronous receive, and the dispatch of events to callbacks.
+
+mod buffer;
+mod dispatch;
+mod session;
+
+pub use buffer::MessageBuf;
+pub use session::MAX_SESSIONS;
+
+use crate::cmi::{frame, Cmi, InboundMessage, LinkDown, NotConfigured, Upcall};
+use crate::config::{Address, Config, ConfigError};
+use crate::log::{log, Level};
+use crate::sp_id::SpId;
+use crate::status::Status;
+use dispatch::Dispatcher;
+use parking_lot::Mutex;
+use session::{Key, Session, SyncSlot, Table, Waiter};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// Longest mailbox name, in characters (SPEC 4: "of bounded length").
+pub const MAX_MAILBOX_NAME: usize = 64;
+
+/// A session handle: opaque, never reused (a closed or forged one is refused).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct SessionId(pub u64);
+
+/// A session's callback. Runs on a library thread; calls for one session are
+/// serialized and in event order; no library lock is held while it runs.
+pub type Callback = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// What a callback is told.
+#[derive(Debug)]
+pub enum Event {
+    /// A pending close completed; the session is gone.
+    CloseCompleted {
+        /// The session that closed.
+        session: SessionId,
+        /// `STATUS_SUCCESS`.
+        status: Status,
+    },
+    /// An asynchronous send has its final status; the buffer is the client's again.
+    MessageSent {
+        /// The sending session.
+        session: SessionId,
+        /// The client's value from the send.
+        context: usize,
+        /// `STATUS_SUCCESS` (confirmed) or why it failed.
+        status: Status,
+        /// The send's SequenceTag.
+        tag: u32,
+        /// The buffer that was sent.
+        buffer: MessageBuf,
+    },
+    /// A message arrived.
+    MessageReceived(ReceivedMessage),
+}
+
+/// A message delivered to a session.
+#[derive(Debug)]
+pub struct ReceivedMessage {
+    /// The bytes.
+    pub data: Vec<u8>,
+    /// The SP that sent it.
+    pub sender: SpId,
+    /// The sender's SequenceTag.
+    pub tag: u32,
+    /// The receiving session.
+    pub session: SessionId,
+    /// The receiving session's context (from `open`).
+    pub context: usize,
+}
+
+/// How long `receive` waits (the seed's `Timeout` argument).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeout {
+    /// `Timeout < 0`: until a message comes (or the session closes).
+    Forever,
+    /// `Timeout == 0`: only looks.
+    Test,
+    /// `Timeout > 0`: at most this many seconds.
+    Seconds(u32),
+}
+
+impl Timeout {
+    /// From the seed's `LONG Timeout`.
+    pub fn from_long(t: i32) -> Timeout {
+        match t {
+            t if t < 0 => Timeout::Forever,
+            0 => Timeout::Test,
+            t => Timeout::Seconds(t as u32),
+        }
+    }
+}
+
+/// What `close` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseOutcome {
+    /// Closed now; no callback follows.
+    Closed,
+    /// Work was outstanding; the session closes when it is done, and a session
+    /// with a callback then gets exactly one `CloseCompleted`.
+    Pending,
+}
+
+impl CloseOutcome {
+    /// `STATUS_SUCCESS` or `STATUS_PENDING`.
+    pub fn status(self) -> Status {
+        match self {
+            CloseOutcome::Closed => Status::STATUS_SUCCESS,
+            CloseOutcome::Pending => Status::STATUS_PENDING,
+        }
+    }
+}
+
+/// How a send is finished when its confirmation (or failure) comes.
+enum Pending {
+    Sync(Arc<SyncSlot>),
+    Async { session: Arc<Session>, buffer: MessageBuf, tag: u32, context: usize },
+}
+
+/// A send on a link, awaiting its confirmation.
+struct Outstanding {
+    epoch: u64,
+    pending: Pending,
+}
+
+thread_local! {
+    /// Set while a library thread runs a client callback.
+    static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True on a library thread while it runs a client callback.
+pub fn in_callback() -> bool {
+    IN_CALLBACK.with(|c| c.get())
+}
+
+pub(crate) struct Core {
+    cfg: Arc<Config>,
+    table: Table,
+    dispatcher: Dispatcher,
+    cmi: once_cell::sync::OnceCell<Cmi>,
+    /// Sends awaiting confirmation, per peer SP.
+    outstanding: HashMap<SpId, Mutex<HashMap<u64, Outstanding>>>,
+    next_message_id: AtomicU64,
+    stopped: AtomicBool,
+}
+
+/// A running SP: the safe Rust API. [`Mps::start`] brings it up; dropping the
+/// last [`Mps`] (or calling [`Mps::shutdown`]) tears it down. Clones share it.
+/// A callback that captures a clone keeps the SP alive: call `shutdown`.
+#[derive(Clone)]
+pub struct Mps {
+    owner: Arc<Owner>,
+}
+
+/// Tears the SP down when the last `Mps` goes.
+struct Owner {
+    core: Arc<Core>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.core.shutdown();
+    }
+}
+
+/// Adapts the transport's upcalls to the core without a reference cycle.
+struct Up(Weak<Core>);
+
+impl Upcall for Up {
+    fn deliver(&self, from: SpId, msg: InboundMessage<'_>) -> Status {
+        match self.0.upgrade() {
+            Some(c) => c.deliver(from, msg),
+            None => Status::STATUS_OBJECT_NAME_NOT_FOUND,
+        }
+    }
+    fn confirmed(&self, from: SpId, epoch: u64, id: u64, status: Status) {
+        if let Some(c) = self.0.upgrade() {
+            c.confirmed(from, epoch, id, status)
+        }
+    }
+    fn link_up(&self, _peer: SpId, _epoch: u64) {}
+    fn link_down(&self, peer: SpId, epoch: u64) {
+        if let Some(c) = self.0.upgrade() {
+            c.link_down(peer, epoch)
+        }
+    }
+}
+
+impl Mps {
+    /// Starts an SP: listens, dials its peers, starts the callback threads.
+    pub fn start(cfg: Config) -> Result<Mps, ConfigError> {
+        let cfg = Arc::new(cfg);
+        let outstanding = cfg.peers.iter().map(|p| (p.sp, Mutex::new(HashMap::new()))).collect();
+        let core = Arc::new(Core {
+            cfg: cfg.clone(),
+            table: Table::default(),
+            dispatcher: Dispatcher::new(),
+            cmi: once_cell::sync::OnceCell::new(),
+            outstanding,
+            next_message_id: AtomicU64::new(1),
+            stopped: AtomicBool::new(false),
+        });
+        let fail = |reason: String| ConfigError { origin: format!("SP {}", cfg.local), line: None, reason };
+        core.dispatcher.start(&core, cfg.callback_threads).map_err(|e| fail(format!("cannot start callback threads: {e}")))?;
+        let cmi = match Cmi::start(cfg.clone(), Arc::new(Up(Arc::downgrade(&core)))) {
+            Ok(c) => c,
+            Err(e) => {
+                core.dispatcher.stop();
+                return Err(fail(e.to_string()));
+            }
+        };
+        let _ = core.cmi.set(cmi);
+        log!(Level::Info, "SP {} started with {} peer(s)", cfg.local, cfg.peers.len());
+        Ok(Mps { owner: Arc::new(Owner { core }) })
+    }
+
+    /// Starts an SP from the environment (`MPS_CONFIG`, or the embedded default).
+    pub fn from_env() -> Result<Mps, ConfigError> {
+        Mps::start(Config::from_env()?)
+    }
+
+    /// This SP's configuration.
+    pub fn config(&self) -> &Config {
+        &self.owner.core.cfg
+    }
+
+    /// This SP's id.
+    pub fn local_sp(&self) -> SpId {
+        self.owner.core.cfg.local
+    }
+
+    /// The other SP of this SP's storage unit, when it is configured.
+    pub fn unit_partner(&self) -> Option<SpId> {
+        self.owner.core.cfg.unit_partner()
+    }
+
+    /// The address this SP listens on (with the real port for `tcp:...:0`).
+    pub fn listen_address(&self) -> Option<Address> {
+        self.owner.core.cmi.get().and_then(|c| c.listen_address().cloned())
+    }
+
+    /// Opens a session (`MpsOpen`).
+    pub fn open(
+        &self,
+        callback: Option<Callback>,
+        conduit: u32,
+        domain: u32,
+        mailbox: &str,
+        context: usize,
+    ) -> Result<SessionId, Status> {
+        self.owner.core.open(callback, conduit, domain, mailbox, context)
+    }
+
+    /// Closes a session (`MpsClose`).
+    pub fn close(&self, s: SessionId) -> Result<CloseOutcome, Status> {
+        self.owner.core.close(s)
+    }
+
+    /// Sends `buffer[..size]` and blocks until the target confirms (`MpsSynchronousSend`).
+    pub fn send_sync(&self, s: SessionId, dest: SpId, buffer: &MessageBuf, size: usize, tag: u32) -> Result<(), Status> {
+        self.owner.core.send_sync(s, dest, buffer, size, tag)
+    }
+
+    /// Sends `buffer[..size]` and returns at once (`MpsAsynchronousSend`). On
+    /// success the buffer comes back in exactly one `Event::MessageSent`; when
+    /// refused it comes back with the reason, and no event follows.
+    pub fn send_async(
+        &self,
+        s: SessionId,
+        dest: SpId,
+        buffer: MessageBuf,
+        size: usize,
+        tag: u32,
+        context: usize,
+    ) -> Result<(), (Status, MessageBuf)> {
+        self.owner.core.send_async(s, dest, buffer, size, tag, context)
+    }
+
+    /// Takes the oldest queued message (whose tag is `transaction`, unless it
+    /// is 0), waiting as `timeout` says (`MpsSynchronousReceive`).
+    pub fn receive(&self, s: SessionId, timeout: Timeout, transaction: u32) -> Result<ReceivedMessage, Status> {
+        self.owner.core.receive(s, timeout, transaction)
+    }
+
+    /// Waits until the link to `sp` is up (at once for this SP itself).
+    /// `Err(STATUS_TIMEOUT)` when it is not up in time, `Err(STATUS_INVALID_ADDRESS)`
+    /// when `sp` is not configured.
+    pub fn wait_for_peer(&self, sp: SpId, timeout: Option<Duration>) -> Result<(), Status> {
+        if sp == self.owner.core.cfg.local {
+            return Ok(());
+        }
+        let cmi = self.owner.core.cmi.get().ok_or(Status::STATUS_INVALID_HANDLE)?;
+        match cmi.wait_link(sp, timeout) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Status::STATUS_TIMEOUT),
+            Err(NotConfigured) => Err(Status::STATUS_INVALID_ADDRESS),
+        }
+    }
+
+    /// Tears the SP down: links close (their unconfirmed sends fail with
+    /// `STATUS_CONNECTION_DISCONNECTED`), blocked receives wake with
+    /// `STATUS_CANCELLED`, queued callbacks are delivered, every library thread
+    /// is joined. Refused with `STATUS_INVALID_PARAMETER` from inside a callback
+    /// (it would join the thread it runs on).
+    pub fn shutdown(&self) -> Result<(), Status> {
+        if in_callback() {
+            log!(Level::Warn, "shutdown refused: called from inside a callback");
+            return Err(Status::STATUS_INVALID_PARAMETER);
+        }
+        self.owner.core.shutdown();
+        Ok(())
+    }
+}
+
+impl Core {
+    fn check_size(&self, buffer: &MessageBuf, size: usize) -> Result<(), Status> {
+        if size > buffer.len() {
+            log!(Level::Warn, "send refused: Size {size} is larger than the {}-byte buffer", buffer.len());
+            return Err(Status::STATUS_INVALID_USER_BUFFER);
+        }
+        if size > self.cfg.max_message_size as usize {
+            log!(Level::Warn, "send refused: {size} bytes is over max_message_size {}", self.cfg.max_message_size);
+            return Err(Status::STATUS_INVALID_BUFFER_SIZE);
+        }
+        Ok(())
+    }
+
+    fn open(&self, callback: Option<Callback>, conduit: u32, domain: u32, mailbox: &str, context: usize) -> Result<SessionId, Status> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(Status::STATUS_INVALID_HANDLE);
+        }
+        if !self.cfg.conduits.contains(&conduit) {
+            log!(Level::Warn, "MpsOpen refused: conduit {conduit} is not configured on SP {}", self.cfg.local);
+            return Err(Status::STATUS_INVALID_PARAMETER);
+        }
+        let chars = mailbox.chars().count();
+        if chars == 0 || chars > MAX_MAILBOX_NAME || mailbox.contains('\0') {
+            log!(Level::Warn, "MpsOpen refused: a mailbox name has 1 to {MAX_MAILBOX_NAME} characters (this one has {chars})");
+            return Err(Status::STATUS_INVALID_PARAMETER);
+        }
+        let key = Key { conduit, domain };
+        let s = self
+            .table
+            .insert(key.clone(), mailbox.to_string(), |id| Session {
+                id,
+                key,
+                name: mailbox.to_string(),
+                context,
+                callback,
+                st: Mutex::new(Default::default()),
+            })
+            .inspect_err(|st| {
+                log!(Level::Warn, "MpsOpen refused: conduit {conduit} domain {domain:#x} mailbox {mailbox:?}: {st}")
+            })?;
+        log!(Level::Debug, "session {:#x} opened: conduit {conduit} mailbox {mailbox:?}", s.id.0);
+        Ok(s.id)
+    }
+
+    fn close(&self, id: SessionId) -> Result<CloseOutcome, Status> {
+        let s = self.table.get(id)?;
+        let mut st = s.st.lock();
+        if st.closing {
+            return Err(Status::STATUS_PIPE_CLOSING);
+        }
+        st.closing = true;
+        for w in st.waiters.drain(..) {
+            w.complete(Err(Status::STATUS_CANCELLED));
+        }
+        if st.idle() {
+            self.finish_close(&s, &mut st, false);
+            Ok(CloseOutcome::Closed)
+        } else {
+            log!(Level::Debug, "session {:#x} close pending: {} send(s), {} receiver(s), {} event(s)", id.0, st.sends, st.receivers, st.events.len());
+            Ok(CloseOutcome::Pending)
+        }
+    }
+
+    pub(crate) fn maybe_finish_close_pub(&self, s: &Arc<Session>, st: &mut session::State) {
+        self.maybe_finish_close(s, st)
+    }
+
+    /// Completes a pending close once nothing is outstanding (SPEC 4).
+    fn maybe_finish_close(&self, s: &Arc<Session>, st: &mut session::State) {
+        if st.closing && !st.closed && st.idle() {
+            self.finish_close(s, st, s.callback.is_some());
+        }
+    }
+
+    fn finish_close(&self, s: &Arc<Session>, st: &mut session::State, notify: bool) {
+        st.closed = true;
+        st.queue.clear();
+        self.table.remove(s);
+        log!(Level::Debug, "session {:#x} closed", s.id.0);
+        if notify {
+            st.events.push_back(Event::CloseCompleted { session: s.id, status: Status::STATUS_SUCCESS });
+            self.schedule(s, st);
+        }
+    }
+
+    fn schedule(&self, s: &Arc<Session>, st: &mut session::State) {
+        if !st.scheduled {
+            st.scheduled = true;
+            self.dispatcher.push(s.clone());
+        }
+    }
+
+    /// A session's send has finished (its call returned, or its callback ran).
+    fn send_done(&self, s: &Arc<Session>, was_async: bool) {
+        let mut st = s.st.lock();
+        st.sends -= 1;
+        if was_async {
+            st.async_sends -= 1;
+        }
+        self.maybe_finish_close(s, &mut st);
+    }
+
+    /// Sends one message on its way: locally, or onto the destination's link.
+    /// `Ok(())`: the pending completion will run exactly once.
+    fn transmit(
+        &self,
+        s: &Arc<Session>,
+        dest: SpId,
+        buffer: &MessageBuf,
+        size: usize,
+        tag: u32,
+        sync: bool,
+        pending: Pending,
+    ) -> Result<(), (Status, Pending)> {
+        if dest == self.cfg.local {
+            // Loopback: the local MPS is the target and confirms at once.
+            let status = self.deliver(
+                dest,
+                InboundMessage {
+                    conduit: s.key.conduit,
+                    domain: s.key.domain,
+                    tag,
+                    sync,
+                    name: &s.name,
+                    payload: buffer.as_slice()[..size].to_vec(),
+                },
+            );
+            self.complete(pending, status);
+            return Ok(());
+        }
+        let Some(cmi) = self.cmi.get() else {
+            return Err((Status::STATUS_HOST_UNREACHABLE, pending));
+        };
+        let conn = match cmi.link(dest) {
+            Err(NotConfigured) => {
+                log!(Level::Warn, "send refused: SP {dest} is not a configured destination");
+                return Err((Status::STATUS_INVALID_ADDRESS, pending));
+            }
+            Ok(None) => {
+                log!(Level::Warn, "send refused: the link to SP {dest} is down");
+                return Err((Status::STATUS_HOST_UNREACHABLE, pending));
+            }
+            Ok(Some(c)) => c,
+        };
+        if size > conn.peer_max_message as usize {
+            log!(Level::Warn, "send refused: {size} bytes is over SP {dest}'s max_message_size {}", conn.peer_max_message);
+            return Err((Status::STATUS_INVALID_BUFFER_SIZE, pending));
+        }
+        let id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
+        let table = &self.outstanding[&dest];
+        table.lock().insert(id, Outstanding { epoch: conn.epoch, pending });
+        let head = frame::MessageHead {
+            id,
+            conduit: s.key.conduit,
+            domain: s.key.domain,
+            tag,
+            mode: if sync { frame::MODE_SYNC } else { frame::MODE_ASYNC },
+        };
+        match conn.send_message(&head, s.name.as_bytes(), buffer.payload(), size) {
+            Ok(()) => Ok(()),
+            Err(LinkDown) => match table.lock().remove(&id) {
+                // Whoever removes the entry reports it: here, as refused at call time.
+                Some(o) => {
+                    log!(Level::Warn, "send refused: the link to SP {dest} went down");
+                    Err((Status::STATUS_HOST_UNREACHABLE, o.pending))
+                }
+                // The link's failure already reported it (CONNECTION_DISCONNECTED).
+                None => Ok(()),
+            },
+        }
+    }
+
+    fn complete(&self, p: Pending, status: Status) {
+        match p {
+            Pending::Sync(slot) => slot.complete(status),
+            Pending::Async { session, buffer, tag, context } => {
+                let mut st = session.st.lock();
+                st.events.push_back(Event::MessageSent { session: session.id, context, status, tag, buffer });
+                self.schedule(&session, &mut st);
+            }
+        }
+    }
+
+    fn send_sync(&self, id: SessionId, dest: SpId, buffer: &MessageBuf, size: usize, tag: u32) -> Result<(), Status> {
+        let s = self.table.get(id)?;
+        self.check_size(buffer, size)?;
+        {
+            let mut st = s.st.lock();
+            if st.closing {
+                return Err(Status::STATUS_PIPE_CLOSING);
+            }
+            st.sends += 1;
+        }
+        let slot = SyncSlot::new();
+        let r = match self.transmit(&s, dest, buffer, size, tag, true, Pending::Sync(slot.clone())) {
+            Ok(()) => slot.wait(),
+            Err((st, _)) => st,
+        };
+        self.send_done(&s, false);
+        if r == Status::STATUS_SUCCESS {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    }
+
+    fn send_async(
+        &self,
+        id: SessionId,
+        dest: SpId,
+        buffer: MessageBuf,
+        size: usize,
+        tag: u32,
+        context: usize,
+    ) -> Result<(), (Status, MessageBuf)> {
+        let s = match self.table.get(id) {
+            Ok(s) => s,
+            Err(e) => return Err((e, buffer)),
+        };
+        if s.callback.is_none() {
+            log!(Level::Warn, "asynchronous send refused: session {:#x} has no callback to report completion to", id.0);
+            return Err((Status::STATUS_INVALID_PARAMETER, buffer));
+        }
+        if let Err(e) = self.check_size(&buffer, size) {
+            return Err((e, buffer));
+        }
+        {
+            let mut st = s.st.lock();
+            if st.closing {
+                return Err((Status::STATUS_PIPE_CLOSING, buffer));
+            }
+            if st.async_sends >= self.cfg.async_sends_per_session as usize {
+                log!(Level::Warn, "asynchronous send refused: session {:#x} has {} sends outstanding (async_sends_per_session)", id.0, st.async_sends);
+                return Err((Status::STATUS_INSUFFICIENT_RESOURCES, buffer));
+            }
+            st.sends += 1;
+            st.async_sends += 1;
+        }
+        let pending = Pending::Async { session: s.clone(), buffer: buffer.clone(), tag, context };
+        match self.transmit(&s, dest, &buffer, size, tag, false, pending) {
+            Ok(()) => Ok(()),
+            Err((status, _)) => {
+                self.send_done(&s, true);
+                Err((status, buffer))
+            }
+        }
+    }
+
+    fn receive(&self, id: SessionId, timeout: Timeout, transaction: u32) -> Result<ReceivedMessage, Status> {
+        let s = self.table.get(id)?;
+        let mut st = s.st.lock();
+        if st.closing {
+            return Err(Status::STATUS_PIPE_CLOSING);
+        }
+        if let Some(pos) = st.queue.iter().position(|m| transaction == 0 || m.tag == transaction) {
+            return Ok(st.queue.remove(pos).expect("position is in range"));
+        }
+        let deadline = match timeout {
+            Timeout::Test => return Err(Status::STATUS_TIMEOUT),
+            Timeout::Forever => None,
+            Timeout::Seconds(n) => Some(Instant::now() + Duration::from_secs(n as u64)),
+        };
+        let w = Waiter::new(transaction);
+        st.waiters.push_back(w.clone());
+        st.receivers += 1;
+        drop(st);
+        let got = w.wait(deadline);
+        let mut st = s.st.lock();
+        let r = match got {
+            Some(r) => r,
+            None => match st.waiters.iter().position(|x| Arc::ptr_eq(x, &w)) {
+                Some(pos) => {
+                    st.waiters.remove(pos);
+                    Err(Status::STATUS_TIMEOUT)
+                }
+                // A message (or the close) reached us as the time ran out.
+                None => w.take().unwrap_or(Err(Status::STATUS_TIMEOUT)),
+            },
+        };
+        st.receivers -= 1;
+        self.maybe_finish_close(&s, &mut st);
+        r
+    }
+
+    /// A message for a session of this SP (seed FIG. 8A-8C). The return value
+    /// is the confirmation the sender gets.
+    fn deliver(&self, from: SpId, m: InboundMessage<'_>) -> Status {
+        let key = Key { conduit: m.conduit, domain: m.domain };
+        let Some(s) = self.table.lookup(&key, m.name) else {
+            log!(Level::Debug, "message from SP {from} for mailbox {:?} (conduit {}) rejected: not open", m.name, m.conduit);
+            return Status::STATUS_OBJECT_NAME_NOT_FOUND;
+        };
+        let mut st = s.st.lock();
+        if st.closed {
+            return Status::STATUS_OBJECT_NAME_NOT_FOUND;
+        }
+        if st.closing {
+            return Status::STATUS_PIPE_CLOSING;
+        }
+        let msg = ReceivedMessage { data: m.payload, sender: from, tag: m.tag, session: s.id, context: s.context };
+        if m.sync || s.callback.is_none() {
+            if let Some(pos) = st.waiters.iter().position(|w| w.wants(msg.tag)) {
+                let w = st.waiters.remove(pos).expect("position is in range");
+                w.complete(Ok(msg));
+                return Status::STATUS_SUCCESS;
+            }
+            if st.queue.len() >= self.cfg.session_queue_depth as usize {
+                log!(Level::Warn, "message from SP {from} for {:?} rejected: its queue is full ({} messages)", s.name, st.queue.len());
+                return Status::STATUS_INSUFFICIENT_RESOURCES;
+            }
+            st.queue.push_back(msg);
+        } else {
+            if st.received_events >= self.cfg.session_queue_depth as usize {
+                log!(Level::Warn, "message from SP {from} for {:?} rejected: {} undelivered callbacks", s.name, st.received_events);
+                return Status::STATUS_INSUFFICIENT_RESOURCES;
+            }
+            st.received_events += 1;
+            st.events.push_back(Event::MessageReceived(msg));
+            self.schedule(&s, &mut st);
+        }
+        Status::STATUS_SUCCESS
+    }
+
+    fn confirmed(&self, from: SpId, _epoch: u64, id: u64, status: Status) {
+        let Some(table) = self.outstanding.get(&from) else { return };
+        let o = table.lock().remove(&id);
+        match o {
+            Some(o) => self.complete(o.pending, status),
+            None => log!(Level::Debug, "confirmation of unknown message {id} from SP {from} ignored"),
+        }
+    }
+
+    fn link_down(&self, peer: SpId, epoch: u64) {
+        let Some(table) = self.outstanding.get(&peer) else { return };
+        let mut lost: Vec<(u64, Outstanding)> = {
+            let mut t = table.lock();
+            let ids: Vec<u64> = t.iter().filter(|(_, o)| o.epoch == epoch).map(|(id, _)| *id).collect();
+            ids.into_iter().filter_map(|id| t.remove(&id).map(|o| (id, o))).collect()
+        };
+        if !lost.is_empty() {
+            log!(Level::Warn, "{} message(s) to SP {peer} failed: link lost before confirmation", lost.len());
+        }
+        // In send order, so each session hears of its failures in order.
+        lost.sort_by_key(|(id, _)| *id);
+        for (_, o) in lost {
+            self.complete(o.pending, Status::STATUS_CONNECTION_DISCONNECTED);
+        }
+    }
+
+    /// Runs one event's callback on a dispatcher thread, then its bookkeeping.
+    pub(crate) fn run_event(&self, s: &Arc<Session>, ev: Event) {
+        let kind = match &ev {
+            Event::MessageSent { .. } => 1,
+            Event::MessageReceived(_) => 2,
+            Event::CloseCompleted { .. } => 0,
+        };
+        if let Some(cb) = &s.callback {
+            IN_CALLBACK.with(|c| c.set(true));
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(ev)));
+            IN_CALLBACK.with(|c| c.set(false));
+            if r.is_err() {
+                log!(Level::Error, "a callback of session {:#x} panicked; the event is dropped", s.id.0);
+            }
+        }
+        match kind {
+            1 => self.send_done(s, true),
+            2 => s.st.lock().received_events -= 1,
+            _ => {}
+        }
+    }
+
+    fn shutdown(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        log!(Level::Info, "SP {} shutting down", self.cfg.local);
+        if let Some(cmi) = self.cmi.get() {
+            cmi.shutdown();
+        }
+        for s in self.table.all() {
+            let mut st = s.st.lock();
+            st.closing = true;
+            for w in st.waiters.drain(..) {
+                w.complete(Err(Status::STATUS_CANCELLED));
+            }
+        }
+        // Delivers what is queued (failed sends' callbacks above all), then joins.
+        self.dispatcher.stop();
+        for s in self.table.all() {
+            let mut st = s.st.lock();
+            st.closed = true;
+            st.queue.clear();
+            st.events.clear();
+            self.table.remove(&s);
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Sessions (filaments): their state, receive queue and waiters, and the table
+//! that maps handles and (conduit, domain, mailbox) names to them.
+
+use super::{Callback, Event, ReceivedMessage, SessionId};
+use crate::status::Status;
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A session's name within its SP.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Key {
+    pub conduit: u32,
+    pub domain: u32,
+}
+
+/// One open session. Its mutable state lives in one place, `st`.
+pub(crate) struct Session {
+    pub id: SessionId,
+    pub key: Key,
+    pub name: String,
+    pub context: usize,
+    pub callback: Option<Callback>,
+    pub st: Mutex<State>,
+}
+
+/// Everything about a session that changes.
+#[derive(Default)]
+pub(crate) struct State {
+    /// `MpsClose` was called: new sends and receives are refused.
+    pub closing: bool,
+    /// The close completed; the name and handle are free again.
+    pub closed: bool,
+    /// Sends not finished: synchronous ones still in their call, asynchronous
+    /// ones until their MessageSent callback has returned.
+    pub sends: usize,
+    /// Asynchronous sends among `sends` (bounded by `async_sends_per_session`).
+    pub async_sends: usize,
+    /// Threads inside `MpsSynchronousReceive` for this session.
+    pub receivers: usize,
+    /// Messages for synchronous receive, oldest first (seed FIG. 8B).
+    pub queue: VecDeque<ReceivedMessage>,
+    /// Blocked receivers, oldest first.
+    pub waiters: VecDeque<Arc<Waiter>>,
+    /// Events for the callback, in order.
+    pub events: VecDeque<Event>,
+    /// MessageReceived events among `events` (bounded like `queue`).
+    pub received_events: usize,
+    /// The session is on the dispatcher's run queue or a worker is running its callback.
+    pub scheduled: bool,
+}
+
+impl State {
+    /// Nothing keeps a closing session open any more.
+    pub fn idle(&self) -> bool {
+        self.sends == 0 && self.receivers == 0 && self.events.is_empty()
+    }
+}
+
+/// A thread blocked in `MpsSynchronousReceive`.
+pub(crate) struct Waiter {
+    pub transaction: u32,
+    slot: Mutex<Option<Result<ReceivedMessage, Status>>>,
+    cv: Condvar,
+}
+
+impl Waiter {
+    pub fn new(transaction: u32) -> Arc<Waiter> {
+        Arc::new(Waiter { transaction, slot: Mutex::new(None), cv: Condvar::new() })
+    }
+
+    /// Whether a message with `tag` is for this waiter.
+    pub fn wants(&self, tag: u32) -> bool {
+        self.transaction == 0 || self.transaction == tag
+    }
+
+    /// Hands the waiter its result. Called with the session's lock held, after
+    /// removing the waiter from the session's list.
+    pub fn complete(&self, r: Result<ReceivedMessage, Status>) {
+        *self.slot.lock() = Some(r);
+        self.cv.notify_one();
+    }
+
+    /// Waits for a result until `deadline` (`None`: forever). `None` when the time ran out.
+    pub fn wait(&self, deadline: Option<Instant>) -> Option<Result<ReceivedMessage, Status>> {
+        let mut s = self.slot.lock();
+        loop {
+            if let Some(r) = s.take() {
+                return Some(r);
+            }
+            match deadline {
+                None => self.cv.wait(&mut s),
+                Some(d) => {
+                    if self.cv.wait_until(&mut s, d).timed_out() {
+                        return s.take();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a result that `complete` stored (after the waiter lost its place in the list).
+    pub fn take(&self) -> Option<Result<ReceivedMessage, Status>> {
+        self.slot.lock().take()
+    }
+}
+
+/// The caller of a synchronous send, waiting for its confirmation.
+pub(crate) struct SyncSlot {
+    status: Mutex<Option<Status>>,
+    cv: Condvar,
+}
+
+impl SyncSlot {
+    pub fn new() -> Arc<SyncSlot> {
+        Arc::new(SyncSlot { status: Mutex::new(None), cv: Condvar::new() })
+    }
+    pub fn complete(&self, st: Status) {
+        *self.status.lock() = Some(st);
+        self.cv.notify_one();
+    }
+    /// Blocks until `complete`. A confirmation always comes: from the peer, or
+    /// as STATUS_CONNECTION_DISCONNECTED when the link is lost (bounded by the
+    /// dead-peer timeout), or at shutdown.
+    pub fn wait(&self) -> Status {
+        let mut s = self.status.lock();
+        loop {
+            if let Some(st) = *s {
+                return st;
+            }
+            self.cv.wait(&mut s);
+        }
+    }
+}
+
+// --- the table ------------------------------------------------------------------
+
+/// Most sessions one SP can have open (24 bits of the handle).
+pub const MAX_SESSIONS: usize = 1 << 24;
+const HANDLE_TAG: u64 = 0xA5 << 56;
+
+/// Process-wide, so a handle from one SP instance (or from before a shutdown)
+/// never matches a session of another.
+static NEXT_GENERATION: AtomicU32 = AtomicU32::new(1);
+
+struct Slot {
+    generation: u32,
+    session: Option<Arc<Session>>,
+}
+
+/// Handles and names of the open sessions.
+#[derive(Default)]
+pub(crate) struct Table {
+    slots: RwLock<Vec<Slot>>,
+    free: Mutex<Vec<u32>>,
+    names: RwLock<HashMap<Key, HashMap<String, Arc<Session>>>>,
+}
+
+impl SessionId {
+    fn new(generation: u32, index: u32) -> SessionId {
+        SessionId(HANDLE_TAG | (generation as u64) << 24 | index as u64)
+    }
+    fn parts(self) -> Option<(u32, usize)> {
+        if self.0 & (0xFF << 56) != HANDLE_TAG {
+            return None;
+        }
+        Some(((self.0 >> 24) as u32, (self.0 & 0xFF_FFFF) as usize))
+    }
+}
+
+impl Table {
+    /// Registers a new session under its name; `None` when the name is taken
+    /// or the table is full (the error says which).
+    pub fn insert(
+        &self,
+        key: Key,
+        name: String,
+        make: impl FnOnce(SessionId) -> Session,
+    ) -> Result<Arc<Session>, Status> {
+        let mut names = self.names.write();
+        let by_name = names.entry(key).or_default();
+        if by_name.contains_key(&name) {
+            return Err(Status::STATUS_OBJECT_NAME_COLLISION);
+        }
+        let mut slots = self.slots.write();
+        let index = match self.free.lock().pop() {
+            Some(i) => i as usize,
+            None if slots.len() < MAX_SESSIONS => {
+                slots.push(Slot { generation: 0, session: None });
+                slots.len() - 1
+            }
+            None => return Err(Status::STATUS_INSUFFICIENT_RESOURCES),
+        };
+        let mut generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+        if generation == 0 {
+            generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+        }
+        let s = Arc::new(make(SessionId::new(generation, index as u32)));
+        slots[index] = Slot { generation, session: Some(s.clone()) };
+        by_name.insert(name, s.clone());
+        Ok(s)
+    }
+
+    /// The open session behind a handle; `STATUS_INVALID_HANDLE` for anything else.
+    pub fn get(&self, id: SessionId) -> Result<Arc<Session>, Status> {
+        let (generation, index) = id.parts().ok_or(Status::STATUS_INVALID_HANDLE)?;
+        let slots = self.slots.read();
+        match slots.get(index) {
+            Some(Slot { generation: g, session: Some(s) }) if *g == generation => Ok(s.clone()),
+            _ => Err(Status::STATUS_INVALID_HANDLE),
+        }
+    }
+
+    /// The session open under a name, for delivery.
+    pub fn lookup(&self, key: &Key, name: &str) -> Option<Arc<Session>> {
+        self.names.read().get(key)?.get(name).cloned()
+    }
+
+    /// Forgets a session: its handle goes stale and its name is free.
+    pub fn remove(&self, s: &Session) {
+        let mut names = self.names.write();
+        if let Some(by_name) = names.get_mut(&s.key) {
+            if by_name.get(&s.name).is_some_and(|x| x.id == s.id) {
+                by_name.remove(&s.name);
+            }
+            if by_name.is_empty() {
+                names.remove(&s.key);
+            }
+        }
+        if let Some((generation, index)) = s.id.parts() {
+            let mut slots = self.slots.write();
+            if slots.get(index).is_some_and(|sl| sl.generation == generation && sl.session.is_some()) {
+                slots[index].session = None;
+                self.free.lock().push(index as u32);
+            }
+        }
+    }
+
+    /// Every open session (for shutdown).
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.slots.read().iter().filter_map(|s| s.session.clone()).collect()
+    }
+}
