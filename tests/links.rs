@@ -1,0 +1,217 @@
+//! Two SPs over real links (in-process, Unix-domain, TCP): confirmed exchange,
+//! failure of in-flight messages when a link is lost, reconnection, heartbeats,
+//! and hostile bytes from the wire.
+
+mod common;
+use common::*;
+use mps::{Event, MessageBuf, Mps, SpId, Status, Timeout};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+const A: SpId = SpId::a(0);
+const B: SpId = SpId::b(0);
+
+/// Synchronous and asynchronous traffic both ways, order and content checked.
+fn exchange(ma: &Mps, mb: &Mps, n: u32) {
+    let (cb, events) = channel_callback();
+    let sa = ma.open(Some(cb), 0, 7, "Mirror", 0).unwrap();
+    let sb = mb.open(None, 0, 7, "Mirror", 0).unwrap();
+    for i in 0..n {
+        let size = (i as usize * 7919) % 5000;
+        let mut buf = MessageBuf::new(size).unwrap();
+        for (k, b) in buf.as_mut_slice().iter_mut().enumerate() {
+            *b = (k as u32 ^ i) as u8;
+        }
+        ma.send_sync(sa, B, &buf, size, i).unwrap();
+        let r = mb.receive(sb, Timeout::Test, 0).expect("confirmed means queued at the target");
+        assert_eq!((r.tag, r.sender, r.data.len()), (i, A, size));
+        assert!(r.data.iter().enumerate().all(|(k, b)| *b == (k as u32 ^ i) as u8));
+    }
+    for i in 0..n {
+        ma.send_async(sa, B, MessageBuf::from_slice(&i.to_le_bytes()).unwrap(), 4, i, 0).unwrap();
+    }
+    for i in 0..n {
+        match next(&events) {
+            Event::MessageSent { status, tag, .. } => assert_eq!((status, tag), (Status::STATUS_SUCCESS, i)),
+            e => panic!("unexpected {e:?}"),
+        }
+        let r = mb.receive(sb, Timeout::Seconds(30), 0).unwrap();
+        assert_eq!(r.data, i.to_le_bytes(), "asynchronous messages arrive in order");
+    }
+    // And back: B to A. A synchronous message is queued for synchronous
+    // receive even on a session with a callback (seed FIG. 8B).
+    mb.send_sync(sb, A, &MessageBuf::from_slice(b"back").unwrap(), 4, 1).unwrap();
+    let r = ma.receive(sa, Timeout::Test, 1).unwrap();
+    assert_eq!((r.data.as_slice(), r.sender), (&b"back"[..], B));
+    assert!(events.try_recv().is_err(), "nothing went to the callback");
+    // A mailbox nobody opened at the destination.
+    let lonely = ma.open(None, 0, 7, "Lonely", 0).unwrap();
+    assert_eq!(ma.send_sync(lonely, B, &MessageBuf::new(1).unwrap(), 1, 0), Err(Status::STATUS_OBJECT_NAME_NOT_FOUND));
+}
+
+#[test]
+fn inproc_link_exchanges_both_ways() {
+    let (ma, mb) = inproc_pair("");
+    exchange(&ma, &mb, 300);
+}
+
+#[test]
+fn unix_link_exchanges_both_ways() {
+    let dir = TempDir::new();
+    let (pa, pb) = (dir.0.join("a.sock"), dir.0.join("b.sock"));
+    let (ua, ub) = (format!("unix:{}", pa.display()), format!("unix:{}", pb.display()));
+    let mb = Mps::start(config("0.B", &ub, "0.A", &ua, "")).unwrap();
+    let ma = Mps::start(config("0.A", &ua, "0.B", &ub, "")).unwrap();
+    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+    mb.wait_for_peer(A, Some(Duration::from_secs(30))).unwrap();
+    exchange(&ma, &mb, 300);
+}
+
+#[test]
+fn tcp_link_exchanges_both_ways() {
+    let mb = Mps::start(config("0.B", "tcp:127.0.0.1:0", "0.A", "tcp:127.0.0.1:9", "")).unwrap();
+    let b_addr = mb.listen_address().unwrap().to_string();
+    let ma = Mps::start(config("0.A", "tcp:127.0.0.1:0", "0.B", &b_addr, "")).unwrap();
+    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+    exchange(&ma, &mb, 300);
+}
+
+#[test]
+fn large_messages_cross_whole() {
+    let (ma, mb) = inproc_pair("[limits]\nmax_message_size = 4194304\n");
+    let sa = ma.open(None, 0, 0, "Big", 0).unwrap();
+    let sb = mb.open(None, 0, 0, "Big", 0).unwrap();
+    let mut buf = MessageBuf::new(3 << 20).unwrap();
+    for (k, b) in buf.as_mut_slice().iter_mut().enumerate() {
+        *b = (k * 31 % 251) as u8;
+    }
+    ma.send_sync(sa, B, &buf, buf.len(), 0).unwrap();
+    let r = mb.receive(sb, Timeout::Test, 0).unwrap();
+    assert_eq!(r.data, buf.as_slice());
+}
+
+#[test]
+fn a_lost_link_fails_in_flight_messages_once_and_comes_back() {
+    let dir = TempDir::new();
+    let (ua, ub) = (format!("unix:{}", dir.0.join("a.sock").display()), format!("unix:{}", dir.0.join("b.sock").display()));
+    let cfg_b = config("0.B", &ub, "0.A", &ua, "");
+    let mb = Mps::start(cfg_b.clone()).unwrap();
+    let ma = Mps::start(config("0.A", &ua, "0.B", &ub, "")).unwrap();
+    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+    let (cb, events) = channel_callback();
+    let sa = ma.open(Some(cb), 0, 0, "Lose", 0).unwrap();
+    // B's session has no receiver draining it: messages queue there until B dies.
+    mb.open(None, 0, 0, "Lose", 0).unwrap();
+    let n = 200u32;
+    let mut accepted = 0u32;
+    for i in 0..n {
+        match ma.send_async(sa, B, MessageBuf::from_slice(&i.to_le_bytes()).unwrap(), 4, i, 0) {
+            Ok(()) => accepted += 1,
+            Err((st, _)) => assert_eq!(st, Status::STATUS_HOST_UNREACHABLE),
+        }
+        if i == n / 2 {
+            mb.shutdown().unwrap();
+        }
+    }
+    let mut seen = vec![false; n as usize];
+    for _ in 0..accepted {
+        match next(&events) {
+            Event::MessageSent { status, tag, .. } => {
+                assert!(
+                    status == Status::STATUS_SUCCESS || status == Status::STATUS_CONNECTION_DISCONNECTED,
+                    "unexpected final status {status}"
+                );
+                assert!(!seen[tag as usize], "message {tag} reported twice");
+                seen[tag as usize] = true;
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    assert!(events.recv_timeout(Duration::from_millis(200)).is_err(), "no extra completions");
+    // The peer comes back; the same session, never reopened, talks again.
+    let mb = Mps::start(cfg_b).unwrap();
+    let sb = mb.open(None, 0, 0, "Lose", 0).unwrap();
+    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+    ma.send_sync(sa, B, &MessageBuf::from_slice(b"again").unwrap(), 5, 1).unwrap();
+    assert_eq!(mb.receive(sb, Timeout::Test, 0).unwrap().data, b"again");
+}
+
+/// A fake peer on a Unix socket: accepts 0.A's connection and answers HELLO as 0.B.
+fn fake_peer(listener: &std::os::unix::net::UnixListener) -> std::os::unix::net::UnixStream {
+    let (mut s, _) = listener.accept().unwrap();
+    let mut hello = [0u8; 40];
+    s.read_exact(&mut hello).unwrap();
+    let h = mps::cmi::frame::Hello::decode(&hello[8..]).unwrap();
+    assert_eq!(h.sp, A);
+    let mine = mps::cmi::frame::Hello { sp: B, ..h };
+    s.write_all(&mine.encode()).unwrap();
+    s
+}
+
+#[test]
+fn a_silent_peer_is_declared_dead_and_in_flight_sends_fail() {
+    let dir = TempDir::new();
+    let pb = dir.0.join("b.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
+    let text = format!(
+        "sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:{}\"\n[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 300\n",
+        pb.display()
+    );
+    let ma = Mps::start(mps::Config::from_toml(&text, "t").unwrap()).unwrap();
+    let _silent = fake_peer(&listener);
+    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+    let s = ma.open(None, 0, 0, "Silent", 0).unwrap();
+    let t0 = std::time::Instant::now();
+    // The fake never confirms: the send ends when the peer is declared dead.
+    assert_eq!(ma.send_sync(s, B, &MessageBuf::new(1).unwrap(), 1, 0), Err(Status::STATUS_CONNECTION_DISCONNECTED));
+    assert!(t0.elapsed() >= Duration::from_millis(250), "declared dead too early: {:?}", t0.elapsed());
+}
+
+#[test]
+fn hostile_frames_end_the_link_without_harm_and_it_redials() {
+    let dir = TempDir::new();
+    let pb = dir.0.join("b.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
+    let text = format!(
+        "sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:{}\"\n[reconnect]\ninitial_backoff_ms = 5\nmax_backoff_ms = 50\n",
+        pb.display()
+    );
+    let ma = Mps::start(mps::Config::from_toml(&text, "t").unwrap()).unwrap();
+    let hostile: [&[u8]; 4] = [
+        // A 4 GiB message: refused before any allocation.
+        &[0xF0, 0xFF, 0xFF, 0xFF, 2, 0, 0, 0],
+        // An unknown frame kind.
+        &[0, 0, 0, 0, 99, 0, 0, 0],
+        // A second HELLO.
+        &[32, 0, 0, 0, 1, 0, 0, 0],
+        // A message whose mailbox name runs past its body.
+        &[30, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    ];
+    for bytes in hostile {
+        let mut s = fake_peer(&listener);
+        s.write_all(bytes).unwrap();
+        // The link ends: the SP closes its end, and we read EOF.
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    // Still alive, and still redialing: one more good handshake.
+    let _ok = fake_peer(&listener);
+    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+}
+
+#[test]
+fn a_stranger_answering_with_the_wrong_id_is_refused() {
+    let dir = TempDir::new();
+    let pb = dir.0.join("b.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
+    let text = format!("sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:{}\"\n", pb.display());
+    let ma = Mps::start(mps::Config::from_toml(&text, "t").unwrap()).unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    let mut hello = [0u8; 40];
+    s.read_exact(&mut hello).unwrap();
+    let h = mps::cmi::frame::Hello::decode(&hello[8..]).unwrap();
+    s.write_all(&mps::cmi::frame::Hello { sp: SpId::a(5), ..h }.encode()).unwrap();
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+    assert_eq!(ma.wait_for_peer(B, Some(Duration::from_millis(0))), Err(Status::STATUS_TIMEOUT));
+}
