@@ -173,11 +173,16 @@ fn hostile_frames_end_the_link_without_harm_and_it_redials() {
     let pb = dir.0.join("b.sock");
     let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
     let text = format!(
-        "sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:{}\"\n[reconnect]\ninitial_backoff_ms = 5\nmax_backoff_ms = 50\n",
+        "sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:{}\"\n[limits]\nmax_message_size = 16\n[reconnect]\ninitial_backoff_ms = 5\nmax_backoff_ms = 50\n",
         pb.display()
     );
     let ma = Mps::start(mps::Config::from_toml(&text, "t").unwrap()).unwrap();
-    let hostile: [&[u8]; 4] = [
+    // A message one byte over max_message_size (16): name "x", 17-byte payload.
+    let mut over = vec![42u8, 0, 0, 0, 2, 0, 0, 0];
+    over.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, b'x']);
+    over.extend_from_slice(&[0u8; 17]);
+    let hostile: [&[u8]; 5] = [
+        &over,
         // A 4 GiB message: refused before any allocation.
         &[0xF0, 0xFF, 0xFF, 0xFF, 2, 0, 0, 0],
         // An unknown frame kind.

@@ -167,6 +167,9 @@ impl Hello {
             heartbeat_ms: le_u32(b, 20),
             dead_timeout_ms: le_u32(b, 24),
         };
+        // Bytes 28..32 are reserved and deliberately not checked: the HELLO is
+        // exchanged before a version is agreed, so they are the one place a
+        // future version can add handshake information (docs/PROTOCOL.md 9).
         if h.version_min > h.version_max {
             return Err(format!("HELLO with an empty version range {}..{}", h.version_min, h.version_max));
         }

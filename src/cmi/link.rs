@@ -434,6 +434,12 @@ fn read_one_frame(
             let head_len = PREFIX_LEN + frame::MESSAGE_FIXED + name_len;
             r.fill(rb, head_len)?;
             let payload_len = body_len - frame::MESSAGE_FIXED - name_len;
+            if payload_len > r.params.max_message as usize {
+                return Err(format!(
+                    "malformed frame: a {payload_len}-byte message is over this SP's max_message_size {}",
+                    r.params.max_message
+                ));
+            }
             // Copied out of the transport buffer before it waits on a session
             // queue (SPEC 5), so a slow receiver never holds the link.
             let mut payload: Vec<u8> = Vec::new();
