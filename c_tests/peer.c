@@ -23,6 +23,8 @@ static CMI_SP_ID harness_sp = {0, CMI_SP_A};
 static struct proto_report report;
 static uint32_t nullcb_sent, nullcb_ok;
 
+static void send_control(ULONG tag, const void *payload, ULONG size);
+
 static void note_error(uint32_t tag, uint32_t kind)
 {
     if (report.first_error_tag == 0) {
@@ -42,6 +44,7 @@ static NTSTATUS peer_callback(MPS_EVENT Event, PVOID Data)
     if (Event == MpsEventMessageReceived) {
         PMPS_RECEIVED_EVENT_DATA d = (PMPS_RECEIVED_EVENT_DATA)Data;
         ULONG tag = d->SequenceTag;
+        uint32_t n_async;
         if (tag >= PROTO_KILL_BASE && tag < PROTO_TAG_CONTROL) {
             ULONG k = tag - PROTO_KILL_BASE;
             if (d->Size != proto_kill_size(k) || h_verify(d->Ptr, tag, d->Size) >= 0)
@@ -62,8 +65,12 @@ static NTSTATUS peer_callback(MPS_EVENT Event, PVOID Data)
             else if (!sender_is_harness(d) || d->FilamentHandle != session)
                 note_error(tag, 4), report.async_errors++;
             report.async_received++;
+            n_async = report.async_received;
             pthread_cond_broadcast(&h_cv);
             pthread_mutex_unlock(&h_mu);
+            /* A synchronous send from inside the callback (SPEC section 5). */
+            if (n_async % PROTO_ACK_EVERY == 0)
+                send_control(PROTO_TAG_ACK_ASYNC, &n_async, sizeof n_async);
         }
         CHECK_STATUS(STATUS_SUCCESS, MpsReleaseReceivedMessage(d));
     } else if (Event == MpsEventMessageSent) {
@@ -129,6 +136,7 @@ static void run_stress(void)
         PMPS_RECEIVED_EVENT_DATA d = NULL;
         NTSTATUS st = MpsSynchronousReceive(session, 120, 0, &d);
         ULONG tag;
+        uint32_t n_sync;
         if (st == STATUS_TIMEOUT) {
             fprintf(stderr, "peer: nothing from the harness for 120 s, giving up\n");
             _exit(3);
@@ -149,7 +157,10 @@ static void run_stress(void)
                      d->SynchronousStatus != STATUS_SUCCESS)
                 note_error(tag, 14), report.sync_errors++;
             report.sync_received++;
+            n_sync = report.sync_received;
             pthread_mutex_unlock(&h_mu);
+            if (n_sync % PROTO_ACK_EVERY == 0)
+                send_control(PROTO_TAG_ACK_SYNC, &n_sync, sizeof n_sync);
         } else if (tag == PROTO_TAG_END_SYNC || tag == PROTO_TAG_END_ASYNC) {
             struct proto_report copy;
             uint32_t n = payload_u32(d);

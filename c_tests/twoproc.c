@@ -7,7 +7,8 @@
  *
  * This process is SP 0.A, peer.c is SP 0.B (protocol in twoproc_proto.h).
  * Phases: 10,000 synchronous sends, OBJECT_NAME_NOT_FOUND, 10,000 asynchronous
- * sends with a window, the peer SIGKILLed with a window of sends outstanding
+ * sends with a window (and, for both, credit-based flow control: see
+ * twoproc_proto.h), the peer SIGKILLed with a window of sends outstanding
  * (every accepted send completes exactly once; then HOST_UNREACHABLE), the
  * peer restarted and the same session (never reopened) used again.
  */
@@ -104,6 +105,7 @@ static void send_control(ULONG tag, uint32_t value)
 {
     MPS_SEND_MESSAGE_INFO info;
     PVOID buf = NULL;
+    NTSTATUS s;
     CHECK_STATUS(STATUS_SUCCESS, MpsAllocateMessage(sizeof value, &buf));
     memcpy(buf, &value, sizeof value);
     info.ContextHandle = NULL;
@@ -111,7 +113,10 @@ static void send_control(ULONG tag, uint32_t value)
     info.Ptr = buf;
     info.Size = sizeof value;
     info.SequenceTag = tag;
-    CHECK_STATUS(STATUS_SUCCESS, MpsSynchronousSend(main_session, &info));
+    s = MpsSynchronousSend(main_session, &info);
+    if (s != STATUS_SUCCESS)
+        FAIL("synchronous send of control message 0x%x: expected STATUS_SUCCESS, got %s",
+             (unsigned)tag, h_status_name(s));
     CHECK_STATUS(STATUS_SUCCESS, MpsFreeMessage(buf));
 }
 
@@ -131,6 +136,38 @@ static struct proto_report get_report(ULONG end_tag, uint32_t count)
     return rep;
 }
 
+/* -------------------------------------------------------- flow control */
+
+static uint32_t acked; /* messages of the current phase the peer has processed */
+
+/* Drop acknowledgements left over from an earlier phase or peer. */
+static void drain_acks(void)
+{
+    static const ULONG tags[] = {PROTO_TAG_ACK_SYNC, PROTO_TAG_ACK_ASYNC};
+    size_t i;
+    for (i = 0; i < 2; i++) {
+        PMPS_RECEIVED_EVENT_DATA d = NULL;
+        while (MpsSynchronousReceive(main_session, 0, tags[i], &d) == STATUS_SUCCESS)
+            CHECK_STATUS(STATUS_SUCCESS, MpsReleaseReceivedMessage(d));
+    }
+    acked = 0;
+}
+
+/* Before sending message number `sent` of the phase: stay within the credit. */
+static void wait_credit(ULONG ack_tag, ULONG sent)
+{
+    while (sent >= acked + PROTO_CREDIT) {
+        PMPS_RECEIVED_EVENT_DATA d = NULL;
+        uint32_t v = 0;
+        CHECK_STATUS(STATUS_SUCCESS, MpsSynchronousReceive(main_session, H_WAIT_SECONDS, ack_tag, &d));
+        CHECK_EQ_U(sizeof v, d->Size);
+        memcpy(&v, d->Ptr, sizeof v);
+        if (v > acked)
+            acked = v;
+        CHECK_STATUS(STATUS_SUCCESS, MpsReleaseReceivedMessage(d));
+    }
+}
+
 /* -------------------------------------------------------------- phases */
 
 static void sync_phase(ULONG count)
@@ -140,10 +177,12 @@ static void sync_phase(ULONG count)
     double t0 = h_now();
     struct proto_report rep;
     CHECK_STATUS(STATUS_SUCCESS, MpsAllocateMessage(8192, &buf));
+    drain_acks();
     for (i = 0; i < count; i++) {
         MPS_SEND_MESSAGE_INFO info;
         ULONG size = proto_sync_size(i);
         NTSTATUS s;
+        wait_credit(PROTO_TAG_ACK_SYNC, i);
         h_fill(buf, i + 1, size);
         info.ContextHandle = NULL;
         info.Destination = peer_sp;
@@ -169,10 +208,12 @@ static void async_phase(ULONG count)
     struct proto_report rep;
     CHECK(recs != NULL);
     H_UPDATE((st.completed = 0, st.outstanding = 0));
+    drain_acks();
     for (i = 0; i < count; i++) {
         MPS_SEND_MESSAGE_INFO info;
         ULONG size = proto_async_size(i);
         NTSTATUS s;
+        wait_credit(PROTO_TAG_ACK_ASYNC, i);
         WAIT_UNTIL(st.outstanding < WINDOW, H_WAIT_SECONDS);
         recs[i].ptr = h_alloc_filled(i + 1, size);
         recs[i].tag = i + 1;

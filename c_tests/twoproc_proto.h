@@ -25,6 +25,19 @@
 #define PROTO_TAG_REPORT 0xF0000004u    /* peer -> harness: struct proto_report */
 #define PROTO_TAG_EXIT 0xF0000005u      /* harness -> peer: close, shut down, exit(0 if clean) */
 #define PROTO_TAG_DONE 0xF0000006u      /* peer -> harness (nullcb mode): uint32 successes */
+#define PROTO_TAG_ACK_SYNC 0xF0000007u  /* peer -> harness: uint32 sync messages processed */
+#define PROTO_TAG_ACK_ASYNC 0xF0000008u /* peer -> harness: uint32 async messages processed */
+
+/*
+ * Flow control. A confirmation means "accepted into the target session's
+ * queue", not "consumed", so a sender can outrun a slow receiver until the
+ * queue (1024 by default) is full and the target rejects with
+ * STATUS_INSUFFICIENT_RESOURCES. The peer acknowledges every PROTO_ACK_EVERY
+ * processed messages, and the harness never runs more than PROTO_CREDIT
+ * messages ahead of the last acknowledgement.
+ */
+#define PROTO_ACK_EVERY 128u
+#define PROTO_CREDIT 512u
 
 /* Kill phase: asynchronous messages tagged PROTO_KILL_BASE + k; the peer
  * SIGKILLs itself on receiving k == PROTO_KILL_AFTER. */

@@ -220,3 +220,39 @@ fn a_stranger_answering_with_the_wrong_id_is_refused() {
     let _ = s.read_to_end(&mut sink);
     assert_eq!(ma.wait_for_peer(B, Some(Duration::from_millis(0))), Err(Status::STATUS_TIMEOUT));
 }
+
+#[test]
+fn a_target_that_shuts_down_right_after_receiving_has_still_confirmed() {
+    // Seed FIG. 8A: the target confirms, then dispatches. A receiver that acts
+    // on a message at once (here: shuts its SP down while the rest of a burst
+    // is still being read) cannot make the sender believe that message failed.
+    for round in 0..20 {
+        let dir = TempDir::new();
+        let (ua, ub) = (format!("unix:{}", dir.0.join("a.sock").display()), format!("unix:{}", dir.0.join("b.sock").display()));
+        let mb = Mps::start(config("0.B", &ub, "0.A", &ua, "")).unwrap();
+        let ma = Mps::start(config("0.A", &ua, "0.B", &ub, "")).unwrap();
+        ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+        let (cb, events) = channel_callback();
+        let sa = ma.open(Some(cb), 0, 0, "Exit", 0).unwrap();
+        let sb = mb.open(None, 0, 0, "Exit", 0).unwrap();
+        let target = std::thread::spawn(move || {
+            let r = mb.receive(sb, Timeout::Forever, 1);
+            mb.shutdown().unwrap();
+            r.map(|m| m.data)
+        });
+        let mut accepted = 0;
+        for tag in 1..=300u32 {
+            if ma.send_async(sa, B, MessageBuf::from_slice(&tag.to_le_bytes()).unwrap(), 4, tag, 0).is_ok() {
+                accepted += 1;
+            }
+        }
+        assert_eq!(target.join().unwrap().unwrap(), 1u32.to_le_bytes());
+        let mut first = None;
+        for _ in 0..accepted {
+            if let Event::MessageSent { tag: 1, status, .. } = next(&events) {
+                first = Some(status);
+            }
+        }
+        assert_eq!(first, Some(Status::STATUS_SUCCESS), "round {round}: the target took message 1, so its sender must hear success");
+    }
+}

@@ -21,7 +21,7 @@ use crate::status::Status;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,12 @@ pub struct Conn {
     last_tx_ms: AtomicU64,
     clock_base: Instant,
     dead_reason: Mutex<Option<String>>,
+    /// Signalled when the writer empties the queue (for `drain`).
+    drained: Condvar,
+    /// The reader must stop (`kill`). A failed write alone does not stop it:
+    /// it goes on reading what the peer sent before the failure (its
+    /// confirmations above all) until end-of-stream.
+    killed: AtomicBool,
 }
 
 impl Conn {
@@ -99,6 +105,8 @@ impl Conn {
             last_tx_ms: AtomicU64::new(0),
             clock_base: Instant::now(),
             dead_reason: Mutex::new(None),
+            drained: Condvar::new(),
+            killed: AtomicBool::new(false),
         }
     }
 
@@ -191,6 +199,9 @@ impl Conn {
         Ok(true)
     }
 
+    /// The writing side is finished (a write failed, or the link is being
+    /// killed): nothing more is queued or written, queued payloads are
+    /// released, and the peer reads end-of-stream.
     fn die_locked(&self, q: &mut OutQueue, reason: String) {
         if q.dead {
             return;
@@ -199,20 +210,64 @@ impl Conn {
         q.frames.clear();
         q.head_written = 0;
         self.dead_reason.lock().get_or_insert(reason);
-        self.stream.shutdown();
+        self.stream.shutdown_write();
         self.writer_wake.notify_all();
+        self.drained.notify_all();
     }
 
     /// Ends the link: nothing more is written, queued payloads are released,
-    /// and the reader thread returns. Idempotent.
+    /// and the reader returns. Idempotent.
     pub(crate) fn kill(&self, reason: &str) {
         let mut q = self.out.lock();
         self.die_locked(&mut q, reason.to_string());
+        self.killed.store(true, Ordering::Release);
+        self.stream.shutdown();
+        self.stream.interrupt();
     }
 
-    /// True once the link has died (sends fail from then on).
-    pub(crate) fn is_dead(&self) -> bool {
-        self.out.lock().dead
+    /// Wakes the reader so that it looks at the stop flag now.
+    pub(crate) fn interrupt(&self) {
+        self.stream.interrupt();
+    }
+
+    /// Waits (at most until `deadline`) until everything queued has been written.
+    fn drain(&self, deadline: Instant) {
+        let mut q = self.out.lock();
+        while !q.frames.is_empty() && !q.dead {
+            if self.drained.wait_until(&mut q, deadline).timed_out() {
+                break;
+            }
+        }
+    }
+
+    /// An orderly close, bounded by `limit`: what is queued (the confirmations
+    /// owed above all) is written, then the peer reads end-of-stream after it;
+    /// what the peer still sends is read and discarded until it closes too, so
+    /// that closing never resets the connection under data the peer has not
+    /// read yet.
+    pub(crate) fn close_gracefully(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        self.drain(deadline);
+        {
+            let mut q = self.out.lock();
+            self.die_locked(&mut q, "closed in order".into());
+        }
+        let mut scratch = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.killed.load(Ordering::Acquire) {
+                break;
+            }
+            match self.stream.read_timeout(&mut scratch, left) {
+                Ok(Some(n)) if n > 0 => {}
+                _ => break,
+            }
+        }
+    }
+
+    /// True while messages can be sent on the link.
+    pub(crate) fn is_up(&self) -> bool {
+        !self.out.lock().dead && !self.killed.load(Ordering::Acquire)
     }
 
     /// The writer thread: drains a backlog the senders could not write without blocking.
@@ -236,7 +291,10 @@ impl Conn {
                 return;
             }
             match self.flush_locked(&mut q) {
-                Ok(true) => q.backlog = false,
+                Ok(true) => {
+                    q.backlog = false;
+                    self.drained.notify_all();
+                }
                 Ok(false) => {}
                 Err(e) => {
                     self.die_locked(&mut q, format!("write failed: {e}"));
@@ -313,6 +371,7 @@ struct Reader<'a> {
     params: LinkParams,
     stream: &'a dyn Stream,
     last_rx: Instant,
+    stop: &'a AtomicBool,
 }
 
 impl Reader<'_> {
@@ -334,7 +393,10 @@ impl Reader<'_> {
     }
 
     fn tick(&mut self) -> Result<(), EndReason> {
-        if self.conn.is_dead() {
+        if self.stop.load(Ordering::Acquire) {
+            return Err("this SP is shutting down".into());
+        }
+        if self.conn.killed.load(Ordering::Acquire) {
             return Err(self.conn.dead_reason.lock().clone().unwrap_or_else(|| "link closed".into()));
         }
         let silent = self.last_rx.elapsed();
@@ -343,7 +405,9 @@ impl Reader<'_> {
         }
         let idle = self.conn.now_ms().saturating_sub(self.conn.last_tx_ms.load(Ordering::Relaxed));
         if idle >= self.params.heartbeat.as_millis() as u64 {
-            self.conn.send_heartbeat().map_err(|_| "link closed".to_string())?;
+            // After a failed write there is nothing to send with; the reader
+            // goes on until the peer's end-of-stream or the dead-peer timeout.
+            let _ = self.conn.send_heartbeat();
             self.conn.last_tx_ms.store(self.conn.now_ms(), Ordering::Relaxed);
         }
         Ok(())
@@ -373,24 +437,56 @@ impl Reader<'_> {
     }
 }
 
-/// Reads frames until the link ends; returns why it ended.
-pub(crate) fn run_reader(conn: &Conn, params: LinkParams, up: &dyn Upcall, leftover: Vec<u8>) -> EndReason {
-    let mut r = Reader { conn, params, stream: conn.stream.as_ref(), last_rx: Instant::now() };
+/// Confirmations owed for the messages read so far, and the accepted
+/// messages waiting for their confirmation to leave.
+struct Owed<A> {
+    confirms: Vec<(u64, Status)>,
+    accepted: Vec<A>,
+}
+
+impl<A> Owed<A> {
+    /// Sends the confirmations, then dispatches the accepted messages (seed
+    /// FIG. 8A). If the link can no longer write, the accepted messages are
+    /// dropped: their senders hear STATUS_CONNECTION_DISCONNECTED, and the
+    /// target never saw them.
+    fn settle<U: Upcall<Accepted = A>>(&mut self, conn: &Conn, up: &U) {
+        if self.confirms.is_empty() {
+            return;
+        }
+        let sent = conn.send_confirms(&self.confirms);
+        self.confirms.clear();
+        match sent {
+            Ok(()) => {
+                for a in self.accepted.drain(..) {
+                    up.dispatch(a);
+                }
+            }
+            Err(LinkDown) => self.accepted.clear(),
+        }
+    }
+}
+
+/// Reads frames until the link ends (or `stop` is set); returns why it ended.
+pub(crate) fn run_reader<U: Upcall>(
+    conn: &Conn,
+    params: LinkParams,
+    up: &U,
+    leftover: Vec<u8>,
+    stop: &AtomicBool,
+) -> EndReason {
+    let mut r = Reader { conn, params, stream: conn.stream.as_ref(), last_rx: Instant::now(), stop };
     let mut rb = ReadBuf::new();
     rb.buf[..leftover.len()].copy_from_slice(&leftover);
     rb.end = leftover.len();
-    let mut confirms: Vec<(u64, Status)> = Vec::with_capacity(64);
+    let mut owed = Owed { confirms: Vec::with_capacity(64), accepted: Vec::with_capacity(64) };
     loop {
-        if let Err(reason) = read_one_frame(&mut r, &mut rb, up, &mut confirms) {
+        if let Err(reason) = read_one_frame(&mut r, &mut rb, up, &mut owed) {
             return reason;
         }
         // Confirm everything this read brought in with one frame, before
         // blocking for more (never holding a confirmation back to wait).
-        if !confirms.is_empty() && !next_frame_buffered(&rb) {
-            if conn.send_confirms(&confirms).is_err() {
-                return "link closed".into();
-            }
-            confirms.clear();
+        if !next_frame_buffered(&rb) {
+            owed.settle(conn, up);
         }
     }
 }
@@ -405,11 +501,11 @@ fn next_frame_buffered(rb: &ReadBuf) -> bool {
     a.len() - PREFIX_LEN >= body
 }
 
-fn read_one_frame(
+fn read_one_frame<U: Upcall>(
     r: &mut Reader<'_>,
     rb: &mut ReadBuf,
-    up: &dyn Upcall,
-    confirms: &mut Vec<(u64, Status)>,
+    up: &U,
+    owed: &mut Owed<U::Accepted>,
 ) -> Result<(), EndReason> {
     r.fill(rb, PREFIX_LEN)?;
     let prefix: [u8; PREFIX_LEN] = rb.available()[..PREFIX_LEN].try_into().expect("8 bytes");
@@ -452,7 +548,7 @@ fn read_one_frame(
                 .to_owned();
             rb.consume(head_len);
             r.read_exact_into(rb, &mut payload)?;
-            let status = up.deliver(
+            let verdict = up.accept(
                 r.conn.peer,
                 InboundMessage {
                     conduit: head.conduit,
@@ -463,10 +559,15 @@ fn read_one_frame(
                     payload,
                 },
             );
-            confirms.push((head.id, status));
-            if confirms.len() >= frame::MAX_CONFIRMS_PER_FRAME {
-                r.conn.send_confirms(confirms).map_err(|_| "link closed".to_string())?;
-                confirms.clear();
+            match verdict {
+                Ok(a) => {
+                    owed.confirms.push((head.id, Status::STATUS_SUCCESS));
+                    owed.accepted.push(a);
+                }
+                Err(st) => owed.confirms.push((head.id, st)),
+            }
+            if owed.confirms.len() >= frame::MAX_CONFIRMS_PER_FRAME {
+                owed.settle(r.conn, up);
             }
         }
     }
@@ -539,9 +640,12 @@ mod tests {
         (Recorder { delivered: Mutex::new(vec![]), confirmed: Mutex::new(tx) }, rx)
     }
     impl Upcall for Recorder {
-        fn deliver(&self, _from: SpId, m: InboundMessage<'_>) -> Status {
-            self.delivered.lock().push((m.name.to_string(), m.payload, m.tag, m.sync));
-            Status::STATUS_SUCCESS
+        type Accepted = (String, Vec<u8>, u32, bool);
+        fn accept(&self, _from: SpId, m: InboundMessage<'_>) -> Result<Self::Accepted, Status> {
+            Ok((m.name.to_string(), m.payload, m.tag, m.sync))
+        }
+        fn dispatch(&self, a: Self::Accepted) {
+            self.delivered.lock().push(a);
         }
         fn confirmed(&self, _from: SpId, _epoch: u64, id: u64, st: Status) {
             let _ = self.confirmed.lock().send((id, st));
@@ -549,6 +653,8 @@ mod tests {
         fn link_up(&self, _peer: SpId, _epoch: u64) {}
         fn link_down(&self, _peer: SpId, _epoch: u64) {}
     }
+
+    static NO_STOP: AtomicBool = AtomicBool::new(false);
 
     fn params() -> LinkParams {
         LinkParams { local: SpId::a(0), max_message: 1 << 20, heartbeat: Duration::from_millis(50), dead_timeout: Duration::from_millis(2000) }
@@ -563,13 +669,13 @@ mod tests {
         let (rec, confirmations) = recorder();
         let up = Arc::new(rec);
         let (rcv, up2) = (receiver.clone(), up.clone());
-        let t = std::thread::spawn(move || run_reader(&rcv, params(), up2.as_ref(), vec![]));
+        let t = std::thread::spawn(move || run_reader(&rcv, params(), up2.as_ref(), vec![], &NO_STOP));
         let big: Payload = Arc::new((0..200_000u32).map(|i| i as u8).collect());
         let h = MessageHead { id: 5, conduit: 1, domain: 2, tag: 3, mode: frame::MODE_SYNC };
         sender.send_message(&h, b"Mirror", big.clone(), big.len()).unwrap();
         // The sender side reads the confirmation.
         let (snd, up3) = (sender.clone(), up.clone());
-        let t2 = std::thread::spawn(move || run_reader(&snd, params(), up3.as_ref(), vec![]));
+        let t2 = std::thread::spawn(move || run_reader(&snd, params(), up3.as_ref(), vec![], &NO_STOP));
         let c = confirmations.recv_timeout(Duration::from_secs(30)).expect("no confirmation");
         assert_eq!(c, (5, Status::STATUS_SUCCESS));
         let d = up.delivered.lock();
@@ -589,7 +695,7 @@ mod tests {
         let conn = Conn::new(SpId::a(0), 1, &params().hello(), 1, Box::new(b));
         a.write_nonblocking(&[IoSlice::new(&[0xff; 16])]).unwrap();
         let (up, _c) = recorder();
-        let why = run_reader(&conn, params(), &up, vec![]);
+        let why = run_reader(&conn, params(), &up, vec![], &NO_STOP);
         assert!(why.contains("malformed"), "{why}");
     }
 
@@ -600,7 +706,7 @@ mod tests {
         let (up, _c) = recorder();
         let p = LinkParams { dead_timeout: Duration::from_millis(200), ..params() };
         let t0 = Instant::now();
-        let why = run_reader(&conn, p, &up, vec![]);
+        let why = run_reader(&conn, p, &up, vec![], &NO_STOP);
         assert!(why.contains("declared dead"), "{why}");
         assert!(t0.elapsed() >= Duration::from_millis(200));
     }

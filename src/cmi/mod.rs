@@ -50,9 +50,20 @@ pub struct InboundMessage<'a> {
 }
 
 /// What the transport reports upward. Called on link threads, with no CMI lock held.
-pub trait Upcall: Send + Sync {
-    /// A message arrived from `from`; the return value is its confirmation.
-    fn deliver(&self, from: SpId, msg: InboundMessage<'_>) -> Status;
+///
+/// A message is handed up in two steps (seed FIG. 8A: the target confirms,
+/// then dispatches): `accept` decides its confirmation and reserves its place;
+/// the link sends the confirmation (one CONFIRM frame for everything one read
+/// brought in); then `dispatch` makes each accepted message visible to the
+/// session's receivers or callback. A message whose confirmation could not be
+/// handed to the link is dropped instead, so the sender's failure is the truth.
+pub trait Upcall: Send + Sync + 'static {
+    /// A message accepted by `accept`, waiting for its confirmation to leave.
+    type Accepted: Send;
+    /// A message arrived from `from`: accept it, or say why not (the confirmation status).
+    fn accept(&self, from: SpId, msg: InboundMessage<'_>) -> Result<Self::Accepted, Status>;
+    /// The accepted message's confirmation is on its way: deliver it.
+    fn dispatch(&self, accepted: Self::Accepted);
     /// The peer confirmed message `id` sent on link `epoch`.
     fn confirmed(&self, from: SpId, epoch: u64, id: u64, status: Status);
     /// A link to `peer` came up.
@@ -74,10 +85,10 @@ struct PeerEntry {
     changed: Condvar,
 }
 
-struct Shared {
+struct Shared<U: Upcall> {
     params: LinkParams,
     cfg: Arc<Config>,
-    up: Arc<dyn Upcall>,
+    up: Arc<U>,
     peers: Vec<PeerEntry>,
     stop: AtomicBool,
     stop_mx: Mutex<()>,
@@ -87,8 +98,8 @@ struct Shared {
 }
 
 /// The transport of one SP.
-pub struct Cmi {
-    shared: Arc<Shared>,
+pub struct Cmi<U: Upcall> {
+    shared: Arc<Shared<U>>,
     listener_addr: Option<Address>,
     listener_wake: Mutex<Option<Box<dyn Fn() + Send>>>,
 }
@@ -113,12 +124,12 @@ impl Listener {
         match self {
             Listener::Unix(l) => {
                 let (s, _) = l.accept()?;
-                Ok(Box::new(SocketStream::new(s.into())))
+                Ok(Box::new(SocketStream::new(s.into())?))
             }
             Listener::Tcp(l) => {
                 let (s, _) = l.accept()?;
                 stream::set_nodelay(&s);
-                Ok(Box::new(SocketStream::new(s.into())))
+                Ok(Box::new(SocketStream::new(s.into())?))
             }
             Listener::Inproc(ep) => {
                 let mut p = ep.pending.lock();
@@ -174,14 +185,14 @@ fn bind(addr: &Address) -> io::Result<(Listener, Address)> {
 
 fn dial(addr: &Address, timeout: Duration) -> io::Result<Box<dyn Stream>> {
     match addr {
-        Address::Unix(path) => Ok(Box::new(SocketStream::new(UnixStream::connect(path)?.into()))),
+        Address::Unix(path) => Ok(Box::new(SocketStream::new(UnixStream::connect(path)?.into())?)),
         Address::Tcp(a) => {
             let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{a} resolves to no address"));
             for sa in a.to_socket_addrs()? {
                 match TcpStream::connect_timeout(&sa, timeout) {
                     Ok(s) => {
                         stream::set_nodelay(&s);
-                        return Ok(Box::new(SocketStream::new(s.into())));
+                        return Ok(Box::new(SocketStream::new(s.into())?));
                     }
                     Err(e) => last = e,
                 }
@@ -202,7 +213,7 @@ fn dial(addr: &Address, timeout: Duration) -> io::Result<Box<dyn Stream>> {
     }
 }
 
-impl Shared {
+impl<U: Upcall> Shared<U> {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
@@ -251,9 +262,14 @@ impl Shared {
             .name(format!("mps-write-{}", entry.sp))
             .spawn(move || w.writer_loop(interval));
         let reason = match &writer {
-            Ok(_) => link::run_reader(&conn, self.params, self.up.as_ref(), leftover),
+            Ok(_) => link::run_reader(&conn, self.params, self.up.as_ref(), leftover, &self.stop),
             Err(e) => format!("cannot start the link's writer thread: {e}"),
         };
+        if self.stopping() {
+            // An orderly close: the confirmations already queued leave, then
+            // the peer reads end-of-stream after them (bounded by the dead-peer timeout).
+            conn.close_gracefully(self.params.dead_timeout);
+        }
         conn.kill(&reason);
         if let Ok(h) = writer {
             let _ = h.join();
@@ -328,9 +344,9 @@ impl Shared {
     }
 }
 
-impl Cmi {
+impl<U: Upcall> Cmi<U> {
     /// Binds the listening address and starts dialing the peers this SP dials.
-    pub fn start(cfg: Arc<Config>, up: Arc<dyn Upcall>) -> io::Result<Cmi> {
+    pub fn start(cfg: Arc<Config>, up: Arc<U>) -> io::Result<Cmi<U>> {
         let params = LinkParams {
             local: cfg.local,
             max_message: cfg.max_message_size,
@@ -440,7 +456,7 @@ impl Cmi {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut cur = e.conn.lock();
         loop {
-            if cur.as_ref().is_some_and(|c| !c.is_dead()) {
+            if cur.as_ref().is_some_and(|c| c.is_up()) {
                 return Ok(true);
             }
             if self.shared.stopping() {
@@ -449,7 +465,7 @@ impl Cmi {
             match deadline {
                 Some(d) => {
                     if e.changed.wait_until(&mut cur, d).timed_out() {
-                        return Ok(cur.as_ref().is_some_and(|c| !c.is_dead()));
+                        return Ok(cur.as_ref().is_some_and(|c| c.is_up()));
                     }
                 }
                 None => e.changed.wait(&mut cur),
@@ -472,7 +488,9 @@ impl Cmi {
         for p in &self.shared.peers {
             let cur = p.conn.lock();
             if let Some(c) = cur.as_ref() {
-                c.kill("shutting down");
+                // The reader notices the stop at once, sends what it must
+                // confirm, and closes the link in order (serve).
+                c.interrupt();
             }
             p.changed.notify_all();
         }
@@ -488,7 +506,7 @@ impl Cmi {
     }
 }
 
-impl Drop for Cmi {
+impl<U: Upcall> Drop for Cmi<U> {
     fn drop(&mut self) {
         self.shutdown();
     }

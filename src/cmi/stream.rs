@@ -6,7 +6,7 @@
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,32 +21,65 @@ pub(crate) trait Stream: Send + Sync {
     fn wait_writable(&self, timeout: Duration) -> io::Result<()>;
     /// Ends the stream both ways; blocked readers and writers return.
     fn shutdown(&self);
+    /// Ends the writing side: the far end reads end-of-stream once it has
+    /// read everything written before; this end can still read.
+    fn shutdown_write(&self);
+    /// Makes a blocked (or the next) `read_timeout` return `Ok(None)` at once.
+    fn interrupt(&self);
 }
 
 /// Most iovecs passed to one `sendmsg`.
 pub(crate) const MAX_IOV: usize = 64;
 
-/// A connected stream socket (AF_UNIX or AF_INET/AF_INET6).
+/// A connected stream socket (AF_UNIX or AF_INET/AF_INET6), with an eventfd
+/// that interrupts a blocked read.
 pub(crate) struct SocketStream {
     fd: OwnedFd,
+    wake: OwnedFd,
+}
+
+/// What `poll` saw.
+enum Ready {
+    Socket,
+    Interrupted,
+    TimedOut,
 }
 
 impl SocketStream {
-    /// Takes over a connected socket. Sets the receive timeout used by
-    /// `read_timeout` lazily (each call passes its own).
-    pub(crate) fn new(fd: OwnedFd) -> SocketStream {
-        SocketStream { fd }
+    /// Takes over a connected socket.
+    pub(crate) fn new(fd: OwnedFd) -> io::Result<SocketStream> {
+        // SAFETY: eventfd has no memory arguments; the result is checked.
+        let w = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if w < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `w` is a fresh descriptor that nothing else owns.
+        let wake = unsafe { OwnedFd::from_raw_fd(w) };
+        Ok(SocketStream { fd, wake })
     }
 
-    fn poll(&self, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
-        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events, revents: 0 };
+    fn poll(&self, events: libc::c_short, timeout: Duration) -> io::Result<Ready> {
+        let mut pfd = [
+            libc::pollfd { fd: self.fd.as_raw_fd(), events, revents: 0 },
+            libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
         let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
         loop {
-            // SAFETY: `pfd` is a valid pollfd for the duration of the call and
-            // nfds is 1, matching the single element passed.
-            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if r >= 0 {
-                return Ok(r > 0);
+            // SAFETY: `pfd` is a valid array of 2 pollfds for the duration of
+            // the call, and nfds is 2.
+            let r = unsafe { libc::poll(pfd.as_mut_ptr(), 2, ms) };
+            if r > 0 {
+                if pfd[1].revents != 0 {
+                    let mut v = 0u64;
+                    // SAFETY: reads 8 bytes into a live u64 (eventfd's unit);
+                    // the fd is non-blocking, so this never waits.
+                    unsafe { libc::read(self.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+                    return Ok(Ready::Interrupted);
+                }
+                return Ok(Ready::Socket);
+            }
+            if r == 0 {
+                return Ok(Ready::TimedOut);
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
@@ -72,11 +105,10 @@ impl Stream for SocketStream {
             let e = io::Error::last_os_error();
             match e.kind() {
                 io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => {
-                    if !self.poll(libc::POLLIN, timeout)? {
-                        return Ok(None);
-                    }
-                }
+                io::ErrorKind::WouldBlock => match self.poll(libc::POLLIN, timeout)? {
+                    Ready::Socket => {}
+                    Ready::Interrupted | Ready::TimedOut => return Ok(None),
+                },
                 _ => return Err(e),
             }
         }
@@ -109,11 +141,25 @@ impl Stream for SocketStream {
         self.poll(libc::POLLOUT, timeout).map(|_| ())
     }
 
+    fn interrupt(&self) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd; failure
+        // (counter saturated) still leaves it readable, which is all we need.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
     fn shutdown(&self) {
         // SAFETY: shutdown on an fd we own; failure (already shut, not
         // connected) is harmless and ignored.
         unsafe {
             libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR);
+        }
+    }
+
+    fn shutdown_write(&self) {
+        // SAFETY: as above.
+        unsafe {
+            libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR);
         }
     }
 }
@@ -131,6 +177,8 @@ const PIPE_CAPACITY: usize = 1 << 20;
 struct PipeState {
     data: VecDeque<u8>,
     closed: bool,
+    /// A reader was interrupted (`Stream::interrupt`) and has not yet noticed.
+    interrupted: bool,
 }
 
 /// One direction of an in-process byte pipe.
@@ -143,7 +191,7 @@ struct Pipe {
 impl Pipe {
     fn new() -> Arc<Pipe> {
         Arc::new(Pipe {
-            state: Mutex::new(PipeState { data: VecDeque::new(), closed: false }),
+            state: Mutex::new(PipeState { data: VecDeque::new(), closed: false, interrupted: false }),
             readable: Condvar::new(),
             writable: Condvar::new(),
         })
@@ -152,6 +200,10 @@ impl Pipe {
         self.state.lock().closed = true;
         self.readable.notify_all();
         self.writable.notify_all();
+    }
+    /// The writer is done: the reader sees end-of-stream after the data.
+    fn close_write(&self) {
+        self.close();
     }
 }
 
@@ -176,6 +228,10 @@ impl Stream for InprocStream {
         let deadline = Instant::now() + timeout;
         let mut st = self.rx.state.lock();
         while st.data.is_empty() && !st.closed {
+            if st.interrupted {
+                st.interrupted = false;
+                return Ok(None);
+            }
             if self.rx.readable.wait_until(&mut st, deadline).timed_out() && st.data.is_empty() && !st.closed {
                 return Ok(None);
             }
@@ -228,6 +284,15 @@ impl Stream for InprocStream {
         self.rx.close();
         self.tx.close();
     }
+
+    fn shutdown_write(&self) {
+        self.tx.close_write();
+    }
+
+    fn interrupt(&self) {
+        self.rx.state.lock().interrupted = true;
+        self.rx.readable.notify_all();
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +313,16 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupt_wakes_a_blocked_socket_read() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let s = std::sync::Arc::new(SocketStream::new(a.into()).unwrap());
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || s2.read_timeout(&mut [0u8; 4], Duration::from_secs(600)));
+        s.interrupt();
+        assert_eq!(t.join().unwrap().unwrap(), None);
+    }
+
+    #[test]
     fn inproc_pipe_is_bounded() {
         let (a, _b) = InprocStream::pair();
         let big = vec![0u8; PIPE_CAPACITY + 10];
@@ -259,7 +334,7 @@ mod tests {
     fn socket_write_to_a_dead_peer_is_an_error_not_a_signal() {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         drop(b);
-        let s = SocketStream::new(a.into());
+        let s = SocketStream::new(a.into()).unwrap();
         // EPIPE comes back as an error. (Rust test binaries ignore SIGPIPE, so
         // the proof that no signal is raised is the C two-process tests.)
         let e = s.write_nonblocking(&[IoSlice::new(b"ping")]).unwrap_err();

@@ -143,7 +143,7 @@ pub(crate) struct Core {
     cfg: Arc<Config>,
     table: Table,
     dispatcher: Dispatcher,
-    cmi: once_cell::sync::OnceCell<Cmi>,
+    cmi: once_cell::sync::OnceCell<Cmi<Up>>,
     /// Sends awaiting confirmation, per peer SP.
     outstanding: HashMap<SpId, Mutex<HashMap<u64, Outstanding>>>,
     next_message_id: AtomicU64,
@@ -170,13 +170,40 @@ impl Drop for Owner {
 }
 
 /// Adapts the transport's upcalls to the core without a reference cycle.
-struct Up(Weak<Core>);
+pub(crate) struct Up(Weak<Core>);
+
+/// A message accepted into a session (its place reserved), waiting for its
+/// confirmation to leave before it is dispatched (seed FIG. 8A).
+pub(crate) struct Accepted {
+    session: Arc<Session>,
+    /// `None` once dispatched.
+    msg: Option<ReceivedMessage>,
+    /// For synchronous receive (FIG. 8B), not the callback (FIG. 8C).
+    to_queue: bool,
+}
+
+impl Drop for Accepted {
+    fn drop(&mut self) {
+        // Never dispatched (its confirmation could not leave): the
+        // reservation ends here and the message is discarded.
+        if self.msg.is_some() {
+            self.session.st.lock().unreserve(self.to_queue);
+            self.session.settled.notify_all();
+        }
+    }
+}
 
 impl Upcall for Up {
-    fn deliver(&self, from: SpId, msg: InboundMessage<'_>) -> Status {
+    type Accepted = Accepted;
+    fn accept(&self, from: SpId, msg: InboundMessage<'_>) -> Result<Accepted, Status> {
         match self.0.upgrade() {
-            Some(c) => c.deliver(from, msg),
-            None => Status::STATUS_OBJECT_NAME_NOT_FOUND,
+            Some(c) => c.accept(from, msg),
+            None => Err(Status::STATUS_OBJECT_NAME_NOT_FOUND),
+        }
+    }
+    fn dispatch(&self, a: Accepted) {
+        if let Some(c) = self.0.upgrade() {
+            c.dispatch(a)
         }
     }
     fn confirmed(&self, from: SpId, epoch: u64, id: u64, status: Status) {
@@ -354,6 +381,7 @@ impl Core {
                 context,
                 callback,
                 st: Mutex::new(Default::default()),
+                settled: parking_lot::Condvar::new(),
             })
             .inspect_err(|st| {
                 log!(Level::Warn, "MpsOpen refused: conduit {conduit} domain {domain:#x} mailbox {mailbox:?}: {st}")
@@ -433,8 +461,8 @@ impl Core {
         pending: Pending,
     ) -> Result<(), (Status, Pending)> {
         if dest == self.cfg.local {
-            // Loopback: the local MPS is the target and confirms at once.
-            let status = self.deliver(
+            // Loopback: the local MPS is the target; it confirms, then dispatches.
+            let verdict = self.accept(
                 dest,
                 InboundMessage {
                     conduit: s.key.conduit,
@@ -445,7 +473,13 @@ impl Core {
                     payload: buffer.as_slice()[..size].to_vec(),
                 },
             );
-            self.complete(pending, status);
+            match verdict {
+                Ok(a) => {
+                    self.complete(pending, Status::STATUS_SUCCESS);
+                    self.dispatch(a);
+                }
+                Err(st) => self.complete(pending, st),
+            }
             return Ok(());
         }
         let Some(cmi) = self.cmi.get() else {
@@ -572,8 +606,17 @@ impl Core {
         if st.closing {
             return Err(Status::STATUS_PIPE_CLOSING);
         }
-        if let Some(pos) = st.queue.iter().position(|m| transaction == 0 || m.tag == transaction) {
-            return Ok(st.queue.remove(pos).expect("position is in range"));
+        loop {
+            if let Some(pos) = st.queue.iter().position(|m| transaction == 0 || m.tag == transaction) {
+                return Ok(st.queue.remove(pos).expect("position is in range"));
+            }
+            // A message already confirmed to its sender is about to be
+            // queued (confirm, then dispatch: FIG. 8A); a test must not miss
+            // it. The wait is the link thread's next few instructions.
+            if timeout != Timeout::Test || st.reserved_for_queue == 0 || st.closing {
+                break;
+            }
+            s.settled.wait(&mut st);
         }
         let deadline = match timeout {
             Timeout::Test => return Err(Status::STATUS_TIMEOUT),
@@ -602,43 +645,63 @@ impl Core {
         r
     }
 
-    /// A message for a session of this SP (seed FIG. 8A-8C). The return value
-    /// is the confirmation the sender gets.
-    fn deliver(&self, from: SpId, m: InboundMessage<'_>) -> Status {
+    /// A message for a session of this SP (seed FIG. 8A): decides its
+    /// confirmation and reserves its place in the session.
+    fn accept(&self, from: SpId, m: InboundMessage<'_>) -> Result<Accepted, Status> {
         let key = Key { conduit: m.conduit, domain: m.domain };
         let Some(s) = self.table.lookup(&key, m.name) else {
             log!(Level::Debug, "message from SP {from} for mailbox {:?} (conduit {}) rejected: not open", m.name, m.conduit);
-            return Status::STATUS_OBJECT_NAME_NOT_FOUND;
+            return Err(Status::STATUS_OBJECT_NAME_NOT_FOUND);
         };
-        let mut st = s.st.lock();
-        if st.closed {
-            return Status::STATUS_OBJECT_NAME_NOT_FOUND;
-        }
-        if st.closing {
-            return Status::STATUS_PIPE_CLOSING;
+        let to_queue = m.sync || s.callback.is_none();
+        {
+            let mut st = s.st.lock();
+            if st.closed {
+                return Err(Status::STATUS_OBJECT_NAME_NOT_FOUND);
+            }
+            if st.closing {
+                return Err(Status::STATUS_PIPE_CLOSING);
+            }
+            let held = if to_queue { st.queue.len() } else { st.received_events } + st.reserved;
+            if held >= self.cfg.session_queue_depth as usize {
+                log!(Level::Warn, "message from SP {from} for {:?} rejected: the session holds {held} messages (session_queue_depth)", s.name);
+                return Err(Status::STATUS_INSUFFICIENT_RESOURCES);
+            }
+            st.reserved += 1;
+            if to_queue {
+                st.reserved_for_queue += 1;
+            }
         }
         let msg = ReceivedMessage { data: m.payload, sender: from, tag: m.tag, session: s.id, context: s.context };
-        if m.sync || s.callback.is_none() {
+        Ok(Accepted { session: s, msg: Some(msg), to_queue })
+    }
+
+    /// Delivers an accepted message whose confirmation has left: to a blocked
+    /// receiver or the queue (FIG. 8B), or to the callback (FIG. 8C).
+    fn dispatch(&self, mut a: Accepted) {
+        let Some(msg) = a.msg.take() else { return };
+        let s = &a.session;
+        let mut st = s.st.lock();
+        st.unreserve(a.to_queue);
+        if st.reserved_for_queue == 0 {
+            s.settled.notify_all();
+        }
+        if st.closed {
+            // Closed in between: discarded, like a message queued at close.
+            return;
+        }
+        if a.to_queue {
             if let Some(pos) = st.waiters.iter().position(|w| w.wants(msg.tag)) {
                 let w = st.waiters.remove(pos).expect("position is in range");
                 w.complete(Ok(msg));
-                return Status::STATUS_SUCCESS;
-            }
-            if st.queue.len() >= self.cfg.session_queue_depth as usize {
-                log!(Level::Warn, "message from SP {from} for {:?} rejected: its queue is full ({} messages)", s.name, st.queue.len());
-                return Status::STATUS_INSUFFICIENT_RESOURCES;
+                return;
             }
             st.queue.push_back(msg);
         } else {
-            if st.received_events >= self.cfg.session_queue_depth as usize {
-                log!(Level::Warn, "message from SP {from} for {:?} rejected: {} undelivered callbacks", s.name, st.received_events);
-                return Status::STATUS_INSUFFICIENT_RESOURCES;
-            }
             st.received_events += 1;
             st.events.push_back(Event::MessageReceived(msg));
-            self.schedule(&s, &mut st);
+            self.schedule(s, &mut st);
         }
-        Status::STATUS_SUCCESS
     }
 
     fn confirmed(&self, from: SpId, _epoch: u64, id: u64, status: Status) {

@@ -24,6 +24,8 @@ pub(crate) struct Session {
     pub context: usize,
     pub callback: Option<Callback>,
     pub st: Mutex<State>,
+    /// Signalled when a reserved message is dispatched or dropped.
+    pub settled: Condvar,
 }
 
 /// Everything about a session that changes.
@@ -48,11 +50,23 @@ pub(crate) struct State {
     pub events: VecDeque<Event>,
     /// MessageReceived events among `events` (bounded like `queue`).
     pub received_events: usize,
+    /// Messages accepted (their confirmation on its way) but not yet dispatched.
+    pub reserved: usize,
+    /// Those of `reserved` bound for `queue` (a test receive waits for them).
+    pub reserved_for_queue: usize,
     /// The session is on the dispatcher's run queue or a worker is running its callback.
     pub scheduled: bool,
 }
 
 impl State {
+    /// Ends a reservation made by `accept`.
+    pub fn unreserve(&mut self, for_queue: bool) {
+        self.reserved -= 1;
+        if for_queue {
+            self.reserved_for_queue -= 1;
+        }
+    }
+
     /// Nothing keeps a closing session open any more.
     pub fn idle(&self) -> bool {
         self.sends == 0 && self.receivers == 0 && self.events.is_empty()
