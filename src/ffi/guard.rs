@@ -6,6 +6,7 @@ use crate::log::{log, Level};
 use crate::mps::Mps;
 use crate::status::Status;
 use parking_lot::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Runs an extern function's body; a panic becomes `STATUS_INTERNAL_ERROR`
 /// (with a log line) instead of unwinding into C (SPEC: no panic crosses the boundary).
@@ -44,15 +45,30 @@ pub(crate) fn status_of(r: Result<(), Status>) -> i32 {
 
 static GLOBAL: RwLock<Option<Mps>> = RwLock::new(None);
 static INIT: Mutex<()> = Mutex::new(());
+/// `MpsShutdown` is tearing the SP down: calls meanwhile (from callbacks still
+/// running, or other threads) get `STATUS_PIPE_CLOSING` instead of starting a
+/// new SP, or waiting on the teardown that is waiting on them.
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+fn closing() -> Status {
+    log!(Level::Warn, "refused: MpsShutdown is in progress");
+    Status::STATUS_PIPE_CLOSING
+}
 
 /// The process's SP, initialized from the environment on first use (SPEC 6).
 pub(crate) fn instance() -> Result<Mps, Status> {
     if let Some(m) = GLOBAL.read().as_ref() {
         return Ok(m.clone());
     }
+    if SHUTTING_DOWN.load(Ordering::Acquire) {
+        return Err(closing());
+    }
     let _once = INIT.lock();
     if let Some(m) = GLOBAL.read().as_ref() {
         return Ok(m.clone());
+    }
+    if SHUTTING_DOWN.load(Ordering::Acquire) {
+        return Err(closing());
     }
     let m = Mps::from_env().map_err(|e| {
         log!(Level::Error, "cannot initialize from the environment: {e}");
@@ -65,6 +81,9 @@ pub(crate) fn instance() -> Result<Mps, Status> {
 /// Explicit initialization (`MpsInitialize`).
 pub(crate) fn initialize(cfg: Result<Config, crate::config::ConfigError>) -> Result<(), Status> {
     let _once = INIT.lock();
+    if SHUTTING_DOWN.load(Ordering::Acquire) {
+        return Err(closing());
+    }
     if GLOBAL.read().is_some() {
         log!(Level::Warn, "MpsInitialize refused: an SP is already running in this process (MpsShutdown first)");
         return Err(Status::STATUS_OBJECT_NAME_COLLISION);
@@ -87,10 +106,22 @@ pub(crate) fn shutdown() -> Result<(), Status> {
         log!(Level::Warn, "MpsShutdown refused: called from inside a callback");
         return Err(Status::STATUS_INVALID_PARAMETER);
     }
-    let _once = INIT.lock();
-    let m = GLOBAL.write().take();
+    let m = {
+        let _once = INIT.lock();
+        let m = GLOBAL.write().take();
+        if m.is_some() {
+            SHUTTING_DOWN.store(true, Ordering::Release);
+        }
+        m
+    };
+    // Not under INIT: a callback still running may call the API, and the
+    // teardown joins the thread it runs on.
     match m {
-        Some(m) => m.shutdown(),
+        Some(m) => {
+            let r = m.shutdown();
+            SHUTTING_DOWN.store(false, Ordering::Release);
+            r
+        }
         None => Ok(()),
     }
 }
