@@ -36,7 +36,8 @@ fn size_of_message(i: u32) -> usize {
 }
 
 fn check(i: u32, data: &[u8]) -> bool {
-    data.len() == size_of_message(i) && data == payload(i, data.len()).as_slice()
+    data.len() == size_of_message(i)
+        && data.iter().enumerate().all(|(k, b)| *b == (k as u32).wrapping_mul(131).wrapping_add(i) as u8)
 }
 
 fn fail(what: &str, st: Status) -> ! {

@@ -95,6 +95,8 @@ pub struct Config {
     /// Messages a session holds that its client has not taken yet; past it the
     /// sender gets `STATUS_INSUFFICIENT_RESOURCES`.
     pub session_queue_depth: u32,
+    /// Bytes of those messages a session may hold; past it, likewise.
+    pub session_queue_bytes: u64,
     /// Asynchronous sends one session may have awaiting completion.
     pub async_sends_per_session: u32,
     /// A link sends a heartbeat when it has sent nothing for this long.
@@ -112,7 +114,8 @@ pub struct Config {
 /// Defaults shared by the file format and the embedded default.
 mod defaults {
     pub const MAX_MESSAGE_SIZE: u32 = 4 << 20;
-    pub const SESSION_QUEUE_DEPTH: u32 = 1024;
+    pub const SESSION_QUEUE_DEPTH: u32 = 65536;
+    pub const SESSION_QUEUE_BYTES: u64 = 64 << 20;
     pub const ASYNC_SENDS_PER_SESSION: u32 = 4096;
     pub const HEARTBEAT_INTERVAL_MS: u64 = 250;
     pub const DEAD_PEER_TIMEOUT_MS: u64 = 3000;
@@ -176,6 +179,7 @@ struct RawPeer {
 struct RawLimits {
     max_message_size: Option<Spanned<u32>>,
     session_queue_depth: Option<Spanned<u32>>,
+    session_queue_bytes: Option<Spanned<u64>>,
     async_sends_per_session: Option<Spanned<u32>>,
 }
 
@@ -264,6 +268,7 @@ impl Config {
             conduits: defaults::CONDUITS.collect(),
             max_message_size: defaults::MAX_MESSAGE_SIZE,
             session_queue_depth: defaults::SESSION_QUEUE_DEPTH,
+            session_queue_bytes: defaults::SESSION_QUEUE_BYTES,
             async_sends_per_session: defaults::ASYNC_SENDS_PER_SESSION,
             heartbeat_interval: Duration::from_millis(defaults::HEARTBEAT_INTERVAL_MS),
             dead_peer_timeout: Duration::from_millis(defaults::DEAD_PEER_TIMEOUT_MS),
@@ -367,6 +372,13 @@ impl Config {
             c.range(&l.max_message_size, "max_message_size", 1, MAX_MESSAGE_SIZE_CEILING, defaults::MAX_MESSAGE_SIZE)?;
         let session_queue_depth =
             c.range(&l.session_queue_depth, "session_queue_depth", 1, 1_000_000, defaults::SESSION_QUEUE_DEPTH)?;
+        let session_queue_bytes = c.range(
+            &l.session_queue_bytes,
+            "session_queue_bytes",
+            1024,
+            16 << 30,
+            defaults::SESSION_QUEUE_BYTES,
+        )?;
         let async_sends_per_session = c.range(
             &l.async_sends_per_session,
             "async_sends_per_session",
@@ -397,6 +409,7 @@ impl Config {
             conduits,
             max_message_size,
             session_queue_depth,
+            session_queue_bytes,
             async_sends_per_session,
             heartbeat_interval: Duration::from_millis(interval),
             dead_peer_timeout: Duration::from_millis(dead),
@@ -451,7 +464,8 @@ dead_peer_timeout_ms = 1000
         assert_eq!(c.peers[0].address, Address::Unix("/run/mps/1.B.sock".into()));
         assert_eq!(c.conduits.iter().copied().collect::<Vec<_>>(), vec![0, 5]);
         assert_eq!(c.max_message_size, 65536);
-        assert_eq!(c.session_queue_depth, 1024);
+        assert_eq!(c.session_queue_depth, 65536);
+        assert_eq!(c.session_queue_bytes, 64 << 20);
         assert_eq!(c.heartbeat_interval, Duration::from_millis(100));
         assert_eq!(c.unit_partner(), Some(SpId::b(1)));
     }

@@ -244,3 +244,17 @@ fn shutdown_invalidates_handles_and_joins() {
     assert_eq!(m.receive(s, Timeout::Test, 0).unwrap_err(), Status::STATUS_INVALID_HANDLE);
     assert_eq!(m.open(None, 0, 0, "Down", 0), Err(Status::STATUS_INVALID_HANDLE));
 }
+
+#[test]
+fn a_queue_full_of_bytes_rejects_back_to_the_sender() {
+    let name = unique("bytes");
+    let cfg = mps::Config::from_toml(&format!("sp = \"3.A\"\nlisten = \"inproc:{name}\"\n[limits]\nsession_queue_bytes = 1024\n"), "t").unwrap();
+    let m = Mps::start(cfg).unwrap();
+    let s = m.open(None, 0, 0, "Bytes", 0).unwrap();
+    let buf = MessageBuf::new(600).unwrap();
+    m.send_sync(s, ME, &buf, 600, 0).unwrap();
+    assert_eq!(m.send_sync(s, ME, &buf, 600, 0), Err(Status::STATUS_INSUFFICIENT_RESOURCES));
+    m.send_sync(s, ME, &buf, 424, 0).expect("exactly at the bound fits");
+    m.receive(s, Timeout::Test, 0).unwrap();
+    m.send_sync(s, ME, &buf, 600, 0).expect("room again after a receive");
+}

@@ -62,6 +62,8 @@ struct OutQueue {
     backlog: bool,
     /// The link is dead: nothing more is queued or written.
     dead: bool,
+    /// MESSAGE frames queued or written whose confirmation has not been read.
+    unconfirmed: usize,
 }
 
 /// Returned by sends on a link that has died.
@@ -100,7 +102,7 @@ impl Conn {
             peer_max_message: hello.max_message,
             version,
             stream,
-            out: Mutex::new(OutQueue { frames: VecDeque::new(), head_written: 0, backlog: false, dead: false }),
+            out: Mutex::new(OutQueue { frames: VecDeque::new(), head_written: 0, backlog: false, dead: false, unconfirmed: 0 }),
             writer_wake: Condvar::new(),
             last_tx_ms: AtomicU64::new(0),
             clock_base: Instant::now(),
@@ -116,13 +118,63 @@ impl Conn {
 
     /// Queues a `MESSAGE` frame and writes it now if the socket takes it.
     /// `Err(LinkDown)`: the link is dead and the frame was not queued.
-    pub(crate) fn send_message(&self, h: &MessageHead, name: &[u8], payload: Payload, len: usize) -> Result<(), LinkDown> {
+    ///
+    /// With `coalesce` (asynchronous sends), the frame is not written at once
+    /// while messages sent before it are still unconfirmed: the confirmation
+    /// of those is certain to come (the peer never holds one back), and the
+    /// link thread writes everything queued, in one call, as soon as it has
+    /// read it. A burst of asynchronous sends so costs one system call, not
+    /// one each, and waits at most one round trip. Synchronous sends always
+    /// write at once (and take any coalesced frames with them, in order).
+    pub(crate) fn send_message(
+        &self,
+        h: &MessageHead,
+        name: &[u8],
+        payload: Payload,
+        len: usize,
+        coalesce: bool,
+    ) -> Result<(), LinkDown> {
         let mut f = OutFrame { head: [0u8; MAX_MESSAGE_HEAD], head_len: 0, payload: None, extra: Vec::new() };
         f.head_len = frame::encode_message_head(&mut f.head, h, name, len as u32) as u16;
         if len > 0 {
             f.payload = Some((payload, len));
         }
-        self.enqueue(f)
+        let mut q = self.out.lock();
+        if q.dead {
+            return Err(LinkDown);
+        }
+        // Decided under the queue lock, like the count's decrement in
+        // `confirmations_read`: a deferred frame always has a confirmation
+        // still to come that will flush it.
+        let defer = coalesce && q.unconfirmed > 0;
+        q.unconfirmed += 1;
+        q.frames.push_back(f);
+        if !defer && !q.backlog {
+            self.flush_or_hand_off(&mut q);
+        }
+        Ok(())
+    }
+
+    /// Writes what the socket takes now; the writer thread gets the rest.
+    fn flush_or_hand_off(&self, q: &mut OutQueue) {
+        match self.flush_locked(q) {
+            Ok(true) => {}
+            Ok(false) => {
+                q.backlog = true;
+                self.writer_wake.notify_one();
+            }
+            Err(e) => self.die_locked(q, format!("write failed: {e}")),
+        }
+    }
+
+    /// `n` confirmations arrived: fewer messages are unconfirmed, and what
+    /// was coalesced behind them goes out now.
+    fn confirmations_read(&self, n: usize) {
+        let mut q = self.out.lock();
+        q.unconfirmed = q.unconfirmed.saturating_sub(n);
+        if !q.dead && !q.backlog && !q.frames.is_empty() {
+            self.flush_or_hand_off(&mut q);
+        }
     }
 
     fn send_confirms(&self, entries: &[(u64, Status)]) -> Result<(), LinkDown> {
@@ -144,14 +196,7 @@ impl Conn {
         }
         q.frames.push_back(f);
         if !q.backlog {
-            match self.flush_locked(&mut q) {
-                Ok(true) => {}
-                Ok(false) => {
-                    q.backlog = true;
-                    self.writer_wake.notify_one();
-                }
-                Err(e) => self.die_locked(&mut q, format!("write failed: {e}")),
-            }
+            self.flush_or_hand_off(&mut q);
         }
         Ok(())
     }
@@ -518,10 +563,13 @@ fn read_one_frame<U: Upcall>(
             r.fill(rb, PREFIX_LEN + body_len)?;
             let body = &rb.available()[PREFIX_LEN..PREFIX_LEN + body_len];
             let entries = frame::decode_confirms(body).map_err(|e| format!("malformed frame: {e}"))?;
+            let mut n = 0;
             for (id, st) in entries {
                 up.confirmed(r.conn.peer, r.conn.epoch, id, st);
+                n += 1;
             }
             rb.consume(PREFIX_LEN + body_len);
+            r.conn.confirmations_read(n);
         }
         Kind::Message => {
             r.fill(rb, PREFIX_LEN + frame::MESSAGE_FIXED)?;
@@ -672,7 +720,7 @@ mod tests {
         let t = std::thread::spawn(move || run_reader(&rcv, params(), up2.as_ref(), vec![], &NO_STOP));
         let big: Payload = Arc::new((0..200_000u32).map(|i| i as u8).collect());
         let h = MessageHead { id: 5, conduit: 1, domain: 2, tag: 3, mode: frame::MODE_SYNC };
-        sender.send_message(&h, b"Mirror", big.clone(), big.len()).unwrap();
+        sender.send_message(&h, b"Mirror", big.clone(), big.len(), false).unwrap();
         // The sender side reads the confirmation.
         let (snd, up3) = (sender.clone(), up.clone());
         let t2 = std::thread::spawn(move || run_reader(&snd, params(), up3.as_ref(), vec![], &NO_STOP));

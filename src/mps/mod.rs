@@ -186,8 +186,11 @@ impl Drop for Accepted {
     fn drop(&mut self) {
         // Never dispatched (its confirmation could not leave): the
         // reservation ends here and the message is discarded.
-        if self.msg.is_some() {
-            self.session.st.lock().unreserve(self.to_queue);
+        if let Some(m) = &self.msg {
+            let mut st = self.session.st.lock();
+            st.unreserve(self.to_queue);
+            st.held_bytes -= m.data.len() as u64;
+            drop(st);
             self.session.settled.notify_all();
         }
     }
@@ -422,6 +425,8 @@ impl Core {
 
     fn finish_close(&self, s: &Arc<Session>, st: &mut session::State, notify: bool) {
         st.closed = true;
+        let discarded: u64 = st.queue.iter().map(|m| m.data.len() as u64).sum();
+        st.held_bytes -= discarded;
         st.queue.clear();
         self.table.remove(s);
         log!(Level::Debug, "session {:#x} closed", s.id.0);
@@ -510,7 +515,7 @@ impl Core {
             tag,
             mode: if sync { frame::MODE_SYNC } else { frame::MODE_ASYNC },
         };
-        match conn.send_message(&head, s.name.as_bytes(), buffer.payload(), size) {
+        match conn.send_message(&head, s.name.as_bytes(), buffer.payload(), size, !sync) {
             Ok(()) => Ok(()),
             Err(LinkDown) => match table.lock().remove(&id) {
                 // Whoever removes the entry reports it: here, as refused at call time.
@@ -608,7 +613,9 @@ impl Core {
         }
         loop {
             if let Some(pos) = st.queue.iter().position(|m| transaction == 0 || m.tag == transaction) {
-                return Ok(st.queue.remove(pos).expect("position is in range"));
+                let m = st.queue.remove(pos).expect("position is in range");
+                st.held_bytes -= m.data.len() as u64;
+                return Ok(m);
             }
             // A message already confirmed to its sender is about to be
             // queued (confirm, then dispatch: FIG. 8A); a test must not miss
@@ -667,6 +674,17 @@ impl Core {
                 log!(Level::Warn, "message from SP {from} for {:?} rejected: the session holds {held} messages (session_queue_depth)", s.name);
                 return Err(Status::STATUS_INSUFFICIENT_RESOURCES);
             }
+            let bytes = m.payload.len() as u64;
+            if st.held_bytes + bytes > self.cfg.session_queue_bytes {
+                log!(
+                    Level::Warn,
+                    "message from SP {from} for {:?} rejected: the session holds {} bytes (session_queue_bytes)",
+                    s.name,
+                    st.held_bytes
+                );
+                return Err(Status::STATUS_INSUFFICIENT_RESOURCES);
+            }
+            st.held_bytes += bytes;
             st.reserved += 1;
             if to_queue {
                 st.reserved_for_queue += 1;
@@ -688,11 +706,13 @@ impl Core {
         }
         if st.closed {
             // Closed in between: discarded, like a message queued at close.
+            st.held_bytes -= msg.data.len() as u64;
             return;
         }
         if a.to_queue {
             if let Some(pos) = st.waiters.iter().position(|w| w.wants(msg.tag)) {
                 let w = st.waiters.remove(pos).expect("position is in range");
+                st.held_bytes -= msg.data.len() as u64;
                 w.complete(Ok(msg));
                 return;
             }
@@ -732,10 +752,10 @@ impl Core {
 
     /// Runs one event's callback on a dispatcher thread, then its bookkeeping.
     pub(crate) fn run_event(&self, s: &Arc<Session>, ev: Event) {
-        let kind = match &ev {
-            Event::MessageSent { .. } => 1,
-            Event::MessageReceived(_) => 2,
-            Event::CloseCompleted { .. } => 0,
+        let (kind, bytes) = match &ev {
+            Event::MessageSent { .. } => (1, 0),
+            Event::MessageReceived(m) => (2, m.data.len() as u64),
+            Event::CloseCompleted { .. } => (0, 0),
         };
         if let Some(cb) = &s.callback {
             IN_CALLBACK.with(|c| c.set(true));
@@ -747,7 +767,11 @@ impl Core {
         }
         match kind {
             1 => self.send_done(s, true),
-            2 => s.st.lock().received_events -= 1,
+            2 => {
+                let mut st = s.st.lock();
+                st.received_events -= 1;
+                st.held_bytes -= bytes;
+            }
             _ => {}
         }
     }

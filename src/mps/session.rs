@@ -54,6 +54,9 @@ pub(crate) struct State {
     pub reserved: usize,
     /// Those of `reserved` bound for `queue` (a test receive waits for them).
     pub reserved_for_queue: usize,
+    /// Bytes of the messages the session holds for its client: reserved,
+    /// queued, or waiting for the callback (bounded by `session_queue_bytes`).
+    pub held_bytes: u64,
     /// The session is on the dispatcher's run queue or a worker is running its callback.
     pub scheduled: bool,
 }
