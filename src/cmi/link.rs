@@ -92,10 +92,31 @@ pub struct Conn {
     /// it goes on reading what the peer sent before the failure (its
     /// confirmations above all) until end-of-stream.
     killed: AtomicBool,
+    /// The read role: whoever holds this lock reads the stream.
+    pub(crate) rx: Mutex<RxCtx>,
+    /// Who reads, and who waits to (see `Cmi::wait_on_link`).
+    pub(crate) role: Mutex<Role>,
+    /// Wakes the link's own thread when it should take the read role back.
+    pub(crate) role_cv: Condvar,
+    /// API threads trying to take the read role (the link's thread yields to them).
+    pub(crate) wanting: std::sync::atomic::AtomicUsize,
+}
+
+/// The state of a link's read role.
+#[derive(Default)]
+pub(crate) struct Role {
+    /// An API thread holds the read role.
+    pub leading: bool,
+    /// The link's own thread holds (or is about to take) the read role.
+    pub thread_reading: bool,
+    /// API threads waiting for an event on this link without reading.
+    pub bystanders: usize,
+    /// An API thread that was reading saw the link end, for this reason.
+    pub ended: Option<EndReason>,
 }
 
 impl Conn {
-    pub(crate) fn new(peer: SpId, epoch: u64, hello: &Hello, version: u16, stream: Box<dyn Stream>) -> Conn {
+    pub(crate) fn new(peer: SpId, epoch: u64, hello: &Hello, version: u16, stream: Box<dyn Stream>, leftover: &[u8]) -> Conn {
         Conn {
             peer,
             epoch,
@@ -109,6 +130,10 @@ impl Conn {
             dead_reason: Mutex::new(None),
             drained: Condvar::new(),
             killed: AtomicBool::new(false),
+            rx: Mutex::new(RxCtx::new(leftover)),
+            role: Mutex::new(Role::default()),
+            role_cv: Condvar::new(),
+            wanting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -458,6 +483,30 @@ impl Reader<'_> {
         Ok(())
     }
 
+    /// At a frame boundary with nothing buffered: reads at least one byte
+    /// into `rb`, or gives up the read role (`Ok(false)`) when `until()`
+    /// says so (checked whenever a wait ends without data).
+    fn read_at_boundary(&mut self, rb: &mut ReadBuf, until: &dyn Fn() -> bool) -> Result<bool, EndReason> {
+        loop {
+            if until() {
+                return Ok(false);
+            }
+            self.tick()?;
+            rb.make_room(PREFIX_LEN);
+            let end = rb.end;
+            match self.stream.read_timeout(&mut rb.buf[end..], self.params.heartbeat) {
+                Ok(Some(0)) => return Err("the peer closed the link".into()),
+                Ok(Some(n)) => {
+                    self.last_rx = Instant::now();
+                    rb.end += n;
+                    return Ok(true);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
+        }
+    }
+
     /// Makes `n` bytes available in `rb` (n <= READ_BUF).
     fn fill(&mut self, rb: &mut ReadBuf, n: usize) -> Result<(), EndReason> {
         rb.make_room(n);
@@ -511,7 +560,69 @@ impl<A> Owed<A> {
     }
 }
 
+/// What the reader of a link keeps between stints: whoever holds it (the
+/// link's own thread, or an API thread waiting on the link) is the one
+/// thread reading the stream.
+pub(crate) struct RxCtx {
+    rb: ReadBuf,
+    last_rx: Instant,
+}
+
+impl RxCtx {
+    pub(crate) fn new(leftover: &[u8]) -> RxCtx {
+        let mut rb = ReadBuf::new();
+        rb.buf[..leftover.len()].copy_from_slice(leftover);
+        rb.end = leftover.len();
+        RxCtx { rb, last_rx: Instant::now() }
+    }
+}
+
+/// How a stint of reading ended.
+pub(crate) enum Stint {
+    /// `until()` said so, at a frame boundary; the link goes on.
+    Yielded,
+    /// The link ended, for this reason.
+    Ended(EndReason),
+}
+
+/// Reads frames until `until()` says stop (it is asked at frame boundaries,
+/// whenever a wait ends without data) or the link ends. Confirmations owed are
+/// always sent before it returns.
+pub(crate) fn read_stint<U: Upcall>(
+    conn: &Conn,
+    ctx: &mut RxCtx,
+    params: LinkParams,
+    up: &U,
+    stop: &AtomicBool,
+    until: &dyn Fn() -> bool,
+) -> Stint {
+    let mut r = Reader { conn, params, stream: conn.stream.as_ref(), last_rx: ctx.last_rx, stop };
+    let mut owed = Owed { confirms: Vec::new(), accepted: Vec::new() };
+    let end = loop {
+        if ctx.rb.available().is_empty() {
+            match r.read_at_boundary(&mut ctx.rb, until) {
+                Ok(true) => {}
+                Ok(false) => break Stint::Yielded,
+                Err(reason) => break Stint::Ended(reason),
+            }
+        }
+        if let Err(reason) = read_one_frame(&mut r, &mut ctx.rb, up, &mut owed) {
+            break Stint::Ended(reason);
+        }
+        // Confirm everything this read brought in with one frame, before
+        // blocking for more (never holding a confirmation back to wait).
+        if !next_frame_buffered(&ctx.rb) {
+            owed.settle(conn, up);
+        }
+    };
+    owed.settle(conn, up);
+    ctx.last_rx = r.last_rx;
+    end
+}
+
 /// Reads frames until the link ends (or `stop` is set); returns why it ended.
+/// The simple form, for a link with no other reader (tests).
+#[cfg(test)]
 pub(crate) fn run_reader<U: Upcall>(
     conn: &Conn,
     params: LinkParams,
@@ -519,19 +630,10 @@ pub(crate) fn run_reader<U: Upcall>(
     leftover: Vec<u8>,
     stop: &AtomicBool,
 ) -> EndReason {
-    let mut r = Reader { conn, params, stream: conn.stream.as_ref(), last_rx: Instant::now(), stop };
-    let mut rb = ReadBuf::new();
-    rb.buf[..leftover.len()].copy_from_slice(&leftover);
-    rb.end = leftover.len();
-    let mut owed = Owed { confirms: Vec::with_capacity(64), accepted: Vec::with_capacity(64) };
+    let mut ctx = RxCtx::new(&leftover);
     loop {
-        if let Err(reason) = read_one_frame(&mut r, &mut rb, up, &mut owed) {
+        if let Stint::Ended(reason) = read_stint(conn, &mut ctx, params, up, stop, &|| false) {
             return reason;
-        }
-        // Confirm everything this read brought in with one frame, before
-        // blocking for more (never holding a confirmation back to wait).
-        if !next_frame_buffered(&rb) {
-            owed.settle(conn, up);
         }
     }
 }
@@ -712,8 +814,8 @@ mod tests {
     fn a_message_is_delivered_whole_and_confirmed() {
         let (a, b) = InprocStream::pair();
         let hello = params().hello();
-        let sender = Arc::new(Conn::new(SpId::b(0), 1, &hello, 1, Box::new(a)));
-        let receiver = Arc::new(Conn::new(SpId::a(0), 1, &hello, 1, Box::new(b)));
+        let sender = Arc::new(Conn::new(SpId::b(0), 1, &hello, 1, Box::new(a), &[]));
+        let receiver = Arc::new(Conn::new(SpId::a(0), 1, &hello, 1, Box::new(b), &[]));
         let (rec, confirmations) = recorder();
         let up = Arc::new(rec);
         let (rcv, up2) = (receiver.clone(), up.clone());
@@ -740,7 +842,7 @@ mod tests {
     #[test]
     fn a_garbage_frame_ends_the_link_with_a_reason() {
         let (a, b) = InprocStream::pair();
-        let conn = Conn::new(SpId::a(0), 1, &params().hello(), 1, Box::new(b));
+        let conn = Conn::new(SpId::a(0), 1, &params().hello(), 1, Box::new(b), &[]);
         a.write_nonblocking(&[IoSlice::new(&[0xff; 16])]).unwrap();
         let (up, _c) = recorder();
         let why = run_reader(&conn, params(), &up, vec![], &NO_STOP);
@@ -750,7 +852,7 @@ mod tests {
     #[test]
     fn a_silent_peer_is_declared_dead() {
         let (_a, b) = InprocStream::pair();
-        let conn = Conn::new(SpId::a(0), 1, &params().hello(), 1, Box::new(b));
+        let conn = Conn::new(SpId::a(0), 1, &params().hello(), 1, Box::new(b), &[]);
         let (up, _c) = recorder();
         let p = LinkParams { dead_timeout: Duration::from_millis(200), ..params() };
         let t0 = Instant::now();

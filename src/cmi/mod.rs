@@ -72,6 +72,10 @@ pub trait Upcall: Send + Sync + 'static {
     fn link_down(&self, peer: SpId, epoch: u64);
 }
 
+/// The longest a link goes unread after an API thread stops reading it and
+/// before its own thread takes over (unless woken sooner).
+const UNATTENDED: Duration = Duration::from_micros(500);
+
 /// The destination is not a configured peer.
 #[derive(Debug, PartialEq, Eq)]
 pub struct NotConfigured;
@@ -243,7 +247,7 @@ impl<U: Upcall> Shared<U> {
     /// Runs an established link until it ends.
     fn serve(self: &Arc<Self>, entry: &PeerEntry, stream: Box<dyn Stream>, hello: frame::Hello, version: u16, leftover: Vec<u8>) {
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
-        let conn = Arc::new(Conn::new(entry.sp, epoch, &hello, version, stream));
+        let conn = Arc::new(Conn::new(entry.sp, epoch, &hello, version, stream, &leftover));
         {
             let mut cur = entry.conn.lock();
             if let Some(old) = cur.replace(conn.clone()) {
@@ -262,7 +266,7 @@ impl<U: Upcall> Shared<U> {
             .name(format!("mps-write-{}", entry.sp))
             .spawn(move || w.writer_loop(interval));
         let reason = match &writer {
-            Ok(_) => link::run_reader(&conn, self.params, self.up.as_ref(), leftover, &self.stop),
+            Ok(_) => self.link_thread_reads(&conn),
             Err(e) => format!("cannot start the link's writer thread: {e}"),
         };
         if self.stopping() {
@@ -287,6 +291,102 @@ impl<U: Upcall> Shared<U> {
             log!(Level::Warn, "link to SP {} lost: {reason}", entry.sp);
         }
         self.up.link_down(entry.sp, epoch);
+    }
+
+    /// The link's own thread: reads whenever no API thread does (seed FIG. 8A
+    /// processing, confirmations, heartbeats), yields the read role to an API
+    /// thread that waits on the link, and takes it back when none reads.
+    fn link_thread_reads(&self, conn: &Arc<Conn>) -> link::EndReason {
+        loop {
+            {
+                let mut role = conn.role.lock();
+                loop {
+                    if let Some(reason) = role.ended.take() {
+                        return reason;
+                    }
+                    if self.stopping() {
+                        return "this SP is shutting down".into();
+                    }
+                    if !role.leading && conn.wanting.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    // An API thread reads. When it stops, it wakes this thread
+                    // if others still wait; otherwise this thread takes the
+                    // role back after UNATTENDED at the latest, so that
+                    // unsolicited frames never wait longer than that.
+                    let _ = conn.role_cv.wait_for(&mut role, UNATTENDED);
+                }
+                role.thread_reading = true;
+            }
+            let stint = {
+                let mut ctx = conn.rx.lock();
+                link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, &|| {
+                    conn.wanting.load(Ordering::Acquire) > 0
+                })
+            };
+            conn.role.lock().thread_reading = false;
+            if let link::Stint::Ended(reason) = stint {
+                return reason;
+            }
+        }
+    }
+
+    /// An API thread waits for `done()` on a link (its synchronous send's
+    /// confirmation, or a message for its receive): it reads the link itself
+    /// when it can, so that the reply wakes it directly instead of waking the
+    /// link's thread, which would then wake it (one context switch each way
+    /// saved: what a blocking ping-pong costs, seed FIG. 5 and 7). When another
+    /// thread reads, it blocks in `block()` until that thread completes it.
+    fn wait_on_link(&self, conn: &Arc<Conn>, done: &dyn Fn() -> bool, block: &dyn Fn()) {
+        if done() {
+            return;
+        }
+        conn.wanting.fetch_add(1, Ordering::AcqRel);
+        let ctx = loop {
+            if let Some(ctx) = conn.rx.try_lock() {
+                break Some(ctx);
+            }
+            let role = conn.role.lock();
+            if role.leading {
+                break None;
+            }
+            if role.thread_reading {
+                drop(role);
+                // It yields at its next frame boundary.
+                conn.interrupt();
+                break Some(conn.rx.lock());
+            }
+            // The role is changing hands: try again.
+        };
+        conn.wanting.fetch_sub(1, Ordering::AcqRel);
+        match ctx {
+            Some(mut ctx) => {
+                conn.role.lock().leading = true;
+                let stint = link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done);
+                drop(ctx);
+                let mut role = conn.role.lock();
+                role.leading = false;
+                if let link::Stint::Ended(reason) = stint {
+                    // The link's thread tears the link down (and fails what
+                    // was in flight, ours included).
+                    role.ended = Some(reason);
+                    conn.role_cv.notify_all();
+                } else if role.bystanders > 0 || conn.wanting.load(Ordering::Acquire) > 0 {
+                    conn.role_cv.notify_all();
+                }
+                drop(role);
+                if !done() {
+                    block();
+                }
+            }
+            None => {
+                conn.role.lock().bystanders += 1;
+                if !done() {
+                    block();
+                }
+                conn.role.lock().bystanders -= 1;
+            }
+        }
     }
 
     fn dial_loop(self: &Arc<Self>, idx: usize) {
@@ -441,6 +541,12 @@ impl<U: Upcall> Cmi<U> {
     /// The address this SP actually listens on (with the real port for `tcp:...:0`).
     pub fn listen_address(&self) -> Option<&Address> {
         self.listener_addr.as_ref()
+    }
+
+    /// Waits for `done()` on `conn`, reading the link itself when it can (see
+    /// `Shared::wait_on_link`); `block()` waits for `done()` otherwise.
+    pub(crate) fn wait_on_link(&self, conn: &Arc<Conn>, done: &dyn Fn() -> bool, block: &dyn Fn()) {
+        self.shared.wait_on_link(conn, done, block)
     }
 
     /// The live link to `sp`, `Ok(None)` when it is down.

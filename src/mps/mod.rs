@@ -9,7 +9,7 @@ mod session;
 pub use buffer::MessageBuf;
 pub use session::MAX_SESSIONS;
 
-use crate::cmi::{frame, Cmi, InboundMessage, LinkDown, NotConfigured, Upcall};
+use crate::cmi::{frame, Cmi, Conn, InboundMessage, LinkDown, NotConfigured, Upcall};
 use crate::config::{Address, Config, ConfigError};
 use crate::log::{log, Level};
 use crate::sp_id::SpId;
@@ -464,7 +464,7 @@ impl Core {
         tag: u32,
         sync: bool,
         pending: Pending,
-    ) -> Result<(), (Status, Pending)> {
+    ) -> Result<Option<Arc<Conn>>, (Status, Pending)> {
         if dest == self.cfg.local {
             // Loopback: the local MPS is the target; it confirms, then dispatches.
             let verdict = self.accept(
@@ -485,7 +485,7 @@ impl Core {
                 }
                 Err(st) => self.complete(pending, st),
             }
-            return Ok(());
+            return Ok(None);
         }
         let Some(cmi) = self.cmi.get() else {
             return Err((Status::STATUS_HOST_UNREACHABLE, pending));
@@ -516,7 +516,7 @@ impl Core {
             mode: if sync { frame::MODE_SYNC } else { frame::MODE_ASYNC },
         };
         match conn.send_message(&head, s.name.as_bytes(), buffer.payload(), size, !sync) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Some(conn)),
             Err(LinkDown) => match table.lock().remove(&id) {
                 // Whoever removes the entry reports it: here, as refused at call time.
                 Some(o) => {
@@ -524,7 +524,7 @@ impl Core {
                     Err((Status::STATUS_HOST_UNREACHABLE, o.pending))
                 }
                 // The link's failure already reported it (CONNECTION_DISCONNECTED).
-                None => Ok(()),
+                None => Ok(None),
             },
         }
     }
@@ -552,7 +552,15 @@ impl Core {
         }
         let slot = SyncSlot::new();
         let r = match self.transmit(&s, dest, buffer, size, tag, true, Pending::Sync(slot.clone())) {
-            Ok(()) => slot.wait(),
+            Ok(Some(conn)) => {
+                // Read the confirmation ourselves if no one else is reading.
+                let cmi = self.cmi.get().expect("a remote send had a link");
+                cmi.wait_on_link(&conn, &|| slot.is_done(), &|| {
+                    slot.wait();
+                });
+                slot.wait()
+            }
+            Ok(None) => slot.wait(),
             Err((st, _)) => st,
         };
         self.send_done(&s, false);
@@ -597,7 +605,7 @@ impl Core {
         }
         let pending = Pending::Async { session: s.clone(), buffer: buffer.clone(), tag, context };
         match self.transmit(&s, dest, &buffer, size, tag, false, pending) {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err((status, _)) => {
                 self.send_done(&s, true);
                 Err((status, buffer))
@@ -633,7 +641,22 @@ impl Core {
         let w = Waiter::new(transaction);
         st.waiters.push_back(w.clone());
         st.receivers += 1;
+        let last_sender = st.last_sender;
         drop(st);
+        // Waiting for as long as it takes, on a session whose messages come
+        // from one peer: read that link ourselves when no one else does, so
+        // the message wakes us directly (see Cmi::wait_on_link).
+        let conn = match (timeout, last_sender) {
+            (Timeout::Forever, Some(peer)) if peer != self.cfg.local => {
+                self.cmi.get().and_then(|c| c.link(peer).ok().flatten())
+            }
+            _ => None,
+        };
+        if let (Some(conn), Some(cmi)) = (conn, self.cmi.get()) {
+            w.lead(&conn, || {
+                cmi.wait_on_link(&conn, &|| w.is_done(), &|| w.wait_done());
+            });
+        }
         let got = w.wait(deadline);
         let mut st = s.st.lock();
         let r = match got {
@@ -709,6 +732,7 @@ impl Core {
             st.held_bytes -= msg.data.len() as u64;
             return;
         }
+        st.last_sender = Some(msg.sender);
         if a.to_queue {
             if let Some(pos) = st.waiters.iter().position(|w| w.wants(msg.tag)) {
                 let w = st.waiters.remove(pos).expect("position is in range");

@@ -2,6 +2,7 @@
 //! that maps handles and (conduit, domain, mailbox) names to them.
 
 use super::{Callback, Event, ReceivedMessage, SessionId};
+use crate::cmi::Conn;
 use crate::status::Status;
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
@@ -54,6 +55,8 @@ pub(crate) struct State {
     pub reserved: usize,
     /// Those of `reserved` bound for `queue` (a test receive waits for them).
     pub reserved_for_queue: usize,
+    /// The SP the last message came from (the link a receiver may read itself).
+    pub last_sender: Option<crate::sp_id::SpId>,
     /// Bytes of the messages the session holds for its client: reserved,
     /// queued, or waiting for the callback (bounded by `session_queue_bytes`).
     pub held_bytes: u64,
@@ -81,11 +84,14 @@ pub(crate) struct Waiter {
     pub transaction: u32,
     slot: Mutex<Option<Result<ReceivedMessage, Status>>>,
     cv: Condvar,
+    /// The link this waiter's thread is reading, if it is: a completion from
+    /// another thread must interrupt that read.
+    reading: Mutex<Option<(std::thread::ThreadId, Arc<Conn>)>>,
 }
 
 impl Waiter {
     pub fn new(transaction: u32) -> Arc<Waiter> {
-        Arc::new(Waiter { transaction, slot: Mutex::new(None), cv: Condvar::new() })
+        Arc::new(Waiter { transaction, slot: Mutex::new(None), cv: Condvar::new(), reading: Mutex::new(None) })
     }
 
     /// Whether a message with `tag` is for this waiter.
@@ -98,6 +104,31 @@ impl Waiter {
     pub fn complete(&self, r: Result<ReceivedMessage, Status>) {
         *self.slot.lock() = Some(r);
         self.cv.notify_one();
+        if let Some((reader, conn)) = self.reading.lock().as_ref() {
+            if *reader != std::thread::current().id() {
+                conn.interrupt();
+            }
+        }
+    }
+
+    /// Runs `f` (which reads `conn`) with this waiter known as its reader.
+    pub fn lead(&self, conn: &Arc<Conn>, f: impl FnOnce()) {
+        *self.reading.lock() = Some((std::thread::current().id(), conn.clone()));
+        f();
+        *self.reading.lock() = None;
+    }
+
+    /// True once `complete` has run.
+    pub fn is_done(&self) -> bool {
+        self.slot.lock().is_some()
+    }
+
+    /// Waits until `complete` has run, without taking the result.
+    pub fn wait_done(&self) {
+        let mut s = self.slot.lock();
+        while s.is_none() {
+            self.cv.wait(&mut s);
+        }
     }
 
     /// Waits for a result until `deadline` (`None`: forever). `None` when the time ran out.
@@ -137,6 +168,9 @@ impl SyncSlot {
     pub fn complete(&self, st: Status) {
         *self.status.lock() = Some(st);
         self.cv.notify_one();
+    }
+    pub fn is_done(&self) -> bool {
+        self.status.lock().is_some()
     }
     /// Blocks until `complete`. A confirmation always comes: from the peer, or
     /// as STATUS_CONNECTION_DISCONNECTED when the link is lost (bounded by the
