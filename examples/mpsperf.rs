@@ -16,8 +16,16 @@
 //! Counts come from the same environment variables as `run.sh` (REPS, W1_ITERS,
 //! W1_WARMUP, W2_MSGS, W2_WARMUP, W2_WINDOW, W3_WINDOW, W3_64K_MSGS,
 //! W3_64K_WARMUP, W3_1M_MSGS, W3_1M_WARMUP, RUN_TIMEOUT) plus S1_MSGS,
-//! S1_WARMUP, S3_ITERS, S3_WARMUP; `--quick` lowers the defaults (an environment
-//! variable still wins).
+//! S1_WARMUP (default: the W2 counts), S3_ITERS, S3_WARMUP (per thread);
+//! `--quick` lowers the defaults (an environment variable still wins).
+//! `MPSPERF_RECV=callback` makes the W2/W3 receiver check the messages in a
+//! session callback instead of a receive loop (see `receiver_main`).
+//!
+//! Output: a RESULT line per run (common.h's format, then `rep=`), or a FAIL
+//! line as run.sh writes it; then the Markdown table of RESULTS.md and the CSV
+//! of results.csv (median, min and max over the runs). The run lines are
+//! appended to the `--runs` file; each run's stderr (both processes, library
+//! log included) is appended to `logs/<case>.log` beside it.
 //!
 //! Processes: this program (the orchestrator) launches, for every run, a
 //! sender process (SP 0.A, the same executable with the hidden role argument
@@ -46,7 +54,7 @@ use hdrhistogram::Histogram;
 use mps::{Callback, Config, Event, MessageBuf, Mps, SessionId, SpId, Status, Timeout};
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -69,6 +77,9 @@ const FANIN_THREADS: usize = 8;
 /// 1048576 cannot be configured). No run here has the receiving application
 /// lag this far behind the confirmations.
 const QUEUE_DEPTH: u32 = 1_000_000;
+/// The byte bound of a session's queue: 4 GiB, more than all the bytes one
+/// run sends (W3: 1 GiB plus warm-up), so it never makes a send fail either.
+const QUEUE_BYTES: u64 = 4 << 30;
 const SP_SENDER: SpId = SpId::a(0);
 const SP_RECEIVER: SpId = SpId::b(0);
 /// How long the sender waits for the link to come up.
@@ -244,7 +255,7 @@ fn config_text(c: &Case, local: SpId, listen: Option<&str>, peer: SpId, peer_add
     let _ = write!(
         t,
         "conduits = [{CONDUIT}]\n\n[[peer]]\nsp = \"{peer}\"\naddress = \"{peer_addr}\"\n\n\
-         [limits]\nmax_message_size = {}\nsession_queue_depth = {QUEUE_DEPTH}\nasync_sends_per_session = {}\n",
+         [limits]\nmax_message_size = {}\nsession_queue_depth = {QUEUE_DEPTH}\nsession_queue_bytes = {QUEUE_BYTES}\nasync_sends_per_session = {}\n",
         c.size.max(1 << 20),
         c.window.max(4096),
     );
@@ -765,9 +776,14 @@ fn receiver_main(c: Case) -> ExitCode {
     };
     let r = match c.workload.as_str() {
         "W1" => recv_queue(&m, &c, MAILBOX, c.warmup + c.iters),
+        // W2/W3 receiver: the NULL-callback session with a receive loop, or
+        // (MPSPERF_RECV=callback) a session whose callback checks the
+        // messages. Measured alternately (uds and tcp, same and split, 3 runs
+        // each, 2 shared vCPUs) the two were within the run-to-run noise
+        // (+-10 %), the receive loop a little ahead in W3; it is the default.
         "W2" | "W3" => match std::env::var("MPSPERF_RECV").as_deref() {
-            Ok("queue") => recv_queue(&m, &c, MAILBOX, c.warmup + c.iters),
-            _ => recv_callback(&m, &c),
+            Ok("callback") => recv_callback(&m, &c),
+            _ => recv_queue(&m, &c, MAILBOX, c.warmup + c.iters),
         },
         "S1" => recv_s1(&m, &c),
         "S2" => ready(&m),
@@ -801,10 +817,9 @@ fn recv_queue(m: &Mps, c: &Case, name: &str, total: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// W2/W3 receiver, the default: a session with a callback, which checks each
-/// message as the library delivers it (no hand-off to an application thread).
-/// Measured against the NULL-callback receive loop (`MPSPERF_RECV=queue`),
-/// it was the faster of the two (see the report), so it is the one used.
+/// W2/W3 receiver with `MPSPERF_RECV=callback`: a session with a callback,
+/// which checks each message as the library delivers it (no hand-off to an
+/// application thread); the main thread waits for the last one.
 fn recv_callback(m: &Mps, c: &Case) -> Result<(), String> {
     let total = c.warmup + c.iters;
     let size = c.size;
@@ -1205,10 +1220,14 @@ fn run_one(case: &Case, rep: u64, logs: &Path, timeout: Duration) -> RunOutcome 
             if rc == 124 {
                 eprintln!("mpsperf: run killed after {} s (RUN_TIMEOUT)", timeout.as_secs());
             }
+            // This run's part of the log: its FATAL lines and its last line.
             if let Ok(log) = fs::read_to_string(&log_path) {
-                let tail: Vec<&str> = log.lines().rev().take(3).collect();
-                for l in tail.iter().rev() {
-                    eprintln!("    | {l}");
+                let run = log.rfind("--- rep ").map_or(&log[..], |i| &log[i..]);
+                let lines: Vec<&str> = run.lines().skip(1).collect();
+                for (i, l) in lines.iter().enumerate() {
+                    if l.contains("FATAL") || i + 1 == lines.len() {
+                        eprintln!("    | {l}");
+                    }
                 }
             }
             RunOutcome {

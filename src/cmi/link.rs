@@ -102,14 +102,27 @@ pub struct Conn {
     pub(crate) wanting: std::sync::atomic::AtomicUsize,
 }
 
-/// The state of a link's read role.
+/// Who holds a link's read role.
+#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+pub(crate) enum Holder {
+    /// Nobody reads the link at the moment.
+    #[default]
+    Nobody,
+    /// The link's own thread.
+    LinkThread,
+    /// An API thread waiting on the link (a synchronous send or receive).
+    ApiThread,
+}
+
+/// The state of a link's read role. Every change is made under its lock,
+/// so a hand-over is never missed and nobody spins.
 #[derive(Default)]
 pub(crate) struct Role {
-    /// An API thread holds the read role.
-    pub leading: bool,
-    /// The link's own thread holds (or is about to take) the read role.
-    pub thread_reading: bool,
-    /// API threads waiting for an event on this link without reading.
+    pub holder: Holder,
+    /// API threads waiting for the link's thread to hand the role over
+    /// (mirrored in `Conn::wanting`, which the link's thread reads unlocked).
+    pub wanting: usize,
+    /// API threads waiting for an event on this link while another reads.
     pub bystanders: usize,
     /// An API thread that was reading saw the link end, for this reason.
     pub ended: Option<EndReason>,

@@ -18,7 +18,7 @@ use crate::config::{Address, Config};
 use crate::log::{log, Level};
 use crate::sp_id::SpId;
 use crate::status::Status;
-use link::LinkParams;
+use link::{Holder, LinkParams};
 use once_cell::sync::Lazy;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
@@ -294,8 +294,11 @@ impl<U: Upcall> Shared<U> {
     }
 
     /// The link's own thread: reads whenever no API thread does (seed FIG. 8A
-    /// processing, confirmations, heartbeats), yields the read role to an API
-    /// thread that waits on the link, and takes it back when none reads.
+    /// processing, confirmations, heartbeats), hands the read role to an API
+    /// thread that asks for it, and takes it back when nobody reads: at once
+    /// when an API thread stops reading while others still wait on the link,
+    /// and otherwise after UNATTENDED at the latest, so that unsolicited frames
+    /// are never left unread for long.
     fn link_thread_reads(&self, conn: &Arc<Conn>) -> link::EndReason {
         loop {
             {
@@ -307,16 +310,12 @@ impl<U: Upcall> Shared<U> {
                     if self.stopping() {
                         return "this SP is shutting down".into();
                     }
-                    if !role.leading && conn.wanting.load(Ordering::Acquire) == 0 {
+                    if role.holder == Holder::Nobody && role.wanting == 0 {
+                        role.holder = Holder::LinkThread;
                         break;
                     }
-                    // An API thread reads. When it stops, it wakes this thread
-                    // if others still wait; otherwise this thread takes the
-                    // role back after UNATTENDED at the latest, so that
-                    // unsolicited frames never wait longer than that.
                     let _ = conn.role_cv.wait_for(&mut role, UNATTENDED);
                 }
-                role.thread_reading = true;
             }
             let stint = {
                 let mut ctx = conn.rx.lock();
@@ -324,7 +323,12 @@ impl<U: Upcall> Shared<U> {
                     conn.wanting.load(Ordering::Acquire) > 0
                 })
             };
-            conn.role.lock().thread_reading = false;
+            {
+                let mut role = conn.role.lock();
+                role.holder = Holder::Nobody;
+                // An API thread may be waiting for the hand-over.
+                conn.role_cv.notify_all();
+            }
             if let link::Stint::Ended(reason) = stint {
                 return reason;
             }
@@ -336,56 +340,60 @@ impl<U: Upcall> Shared<U> {
     /// when it can, so that the reply wakes it directly instead of waking the
     /// link's thread, which would then wake it (one context switch each way
     /// saved: what a blocking ping-pong costs, seed FIG. 5 and 7). When another
-    /// thread reads, it blocks in `block()` until that thread completes it.
+    /// API thread reads, it blocks in `block()` until that one completes it.
     fn wait_on_link(&self, conn: &Arc<Conn>, done: &dyn Fn() -> bool, block: &dyn Fn()) {
-        if done() {
-            return;
+        let mut role = conn.role.lock();
+        loop {
+            if done() {
+                return;
+            }
+            match role.holder {
+                Holder::Nobody => {
+                    role.holder = Holder::ApiThread;
+                    break;
+                }
+                Holder::LinkThread => {
+                    // Ask the link's thread to hand over; it does so at its
+                    // next frame boundary and signals role_cv.
+                    role.wanting += 1;
+                    conn.wanting.fetch_add(1, Ordering::AcqRel);
+                    conn.interrupt();
+                    while role.holder == Holder::LinkThread {
+                        conn.role_cv.wait(&mut role);
+                    }
+                    role.wanting -= 1;
+                    conn.wanting.fetch_sub(1, Ordering::AcqRel);
+                }
+                Holder::ApiThread => {
+                    role.bystanders += 1;
+                    drop(role);
+                    if !done() {
+                        block();
+                    }
+                    conn.role.lock().bystanders -= 1;
+                    return;
+                }
+            }
         }
-        conn.wanting.fetch_add(1, Ordering::AcqRel);
-        let ctx = loop {
-            if let Some(ctx) = conn.rx.try_lock() {
-                break Some(ctx);
-            }
-            let role = conn.role.lock();
-            if role.leading {
-                break None;
-            }
-            if role.thread_reading {
-                drop(role);
-                // It yields at its next frame boundary.
-                conn.interrupt();
-                break Some(conn.rx.lock());
-            }
-            // The role is changing hands: try again.
+        drop(role);
+        let stint = {
+            let mut ctx = conn.rx.lock();
+            link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done)
         };
-        conn.wanting.fetch_sub(1, Ordering::AcqRel);
-        match ctx {
-            Some(mut ctx) => {
-                conn.role.lock().leading = true;
-                let stint = link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done);
-                drop(ctx);
-                let mut role = conn.role.lock();
-                role.leading = false;
-                if let link::Stint::Ended(reason) = stint {
-                    // The link's thread tears the link down (and fails what
-                    // was in flight, ours included).
-                    role.ended = Some(reason);
-                    conn.role_cv.notify_all();
-                } else if role.bystanders > 0 || conn.wanting.load(Ordering::Acquire) > 0 {
-                    conn.role_cv.notify_all();
-                }
-                drop(role);
-                if !done() {
-                    block();
-                }
-            }
-            None => {
-                conn.role.lock().bystanders += 1;
-                if !done() {
-                    block();
-                }
-                conn.role.lock().bystanders -= 1;
-            }
+        let mut role = conn.role.lock();
+        role.holder = Holder::Nobody;
+        if let link::Stint::Ended(reason) = stint {
+            // The link's thread tears the link down (and fails what was in
+            // flight, ours included).
+            role.ended = Some(reason);
+            conn.role_cv.notify_all();
+        } else if role.bystanders > 0 || role.wanting > 0 {
+            // Others wait for frames on this link: someone must read on.
+            conn.role_cv.notify_all();
+        }
+        drop(role);
+        if !done() {
+            block();
         }
     }
 

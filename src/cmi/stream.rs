@@ -7,6 +7,7 @@ use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,8 @@ pub(crate) const MAX_IOV: usize = 64;
 pub(crate) struct SocketStream {
     fd: OwnedFd,
     wake: OwnedFd,
+    /// The last read filled the caller's buffer.
+    more: AtomicBool,
 }
 
 /// What `poll` saw.
@@ -55,7 +58,7 @@ impl SocketStream {
         }
         // SAFETY: `w` is a fresh descriptor that nothing else owns.
         let wake = unsafe { OwnedFd::from_raw_fd(w) };
-        Ok(SocketStream { fd, wake })
+        Ok(SocketStream { fd, wake, more: AtomicBool::new(false) })
     }
 
     fn poll(&self, events: libc::c_short, timeout: Duration) -> io::Result<Ready> {
@@ -91,24 +94,30 @@ impl SocketStream {
 
 impl Stream for SocketStream {
     fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
+        // When the last read filled the buffer, more is probably waiting:
+        // read at once. Otherwise the next bytes are probably not there yet
+        // (a reply in a ping-pong): wait first, and spare the failed read.
+        let mut try_first = self.more.load(Ordering::Relaxed);
         loop {
-            // Try first: when data is already there (the common case under
-            // load) this costs one system call, not two.
+            if !try_first {
+                match self.poll(libc::POLLIN, timeout)? {
+                    Ready::Socket => {}
+                    Ready::Interrupted | Ready::TimedOut => return Ok(None),
+                }
+            }
             // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes
             // owned by the caller for the duration of the call.
             let n = unsafe {
                 libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
             };
             if n >= 0 {
+                self.more.store(n as usize == buf.len() && n > 0, Ordering::Relaxed);
                 return Ok(Some(n as usize));
             }
             let e = io::Error::last_os_error();
             match e.kind() {
                 io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => match self.poll(libc::POLLIN, timeout)? {
-                    Ready::Socket => {}
-                    Ready::Interrupted | Ready::TimedOut => return Ok(None),
-                },
+                io::ErrorKind::WouldBlock => try_first = false,
                 _ => return Err(e),
             }
         }
