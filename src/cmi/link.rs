@@ -532,13 +532,19 @@ impl Reader<'_> {
     }
 
     /// Fills `dst` completely, first from `rb`, then from the stream.
-    fn read_exact_into(&mut self, rb: &mut ReadBuf, dst: &mut [u8]) -> Result<(), EndReason> {
-        let have = rb.available().len().min(dst.len());
-        dst[..have].copy_from_slice(&rb.available()[..have]);
+    fn read_payload(&mut self, rb: &mut ReadBuf, dst: &mut Vec<u8>, len: usize) -> Result<(), EndReason> {
+        let have = rb.available().len().min(len);
+        dst.extend_from_slice(&rb.available()[..have]);
         rb.consume(have);
-        let mut off = have;
-        while off < dst.len() {
-            off += self.read_some(&mut dst[off..])?;
+        while dst.len() < len {
+            self.tick()?;
+            let want = len - dst.len();
+            match self.stream.read_timeout_append(dst, want, self.params.heartbeat) {
+                Ok(Some(0)) => return Err("the peer closed the link".into()),
+                Ok(Some(_)) => self.last_rx = Instant::now(),
+                Ok(None) => {}
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
         }
         Ok(())
     }
@@ -705,12 +711,11 @@ fn read_one_frame<U: Upcall>(
             if payload.try_reserve_exact(payload_len.max(1)).is_err() {
                 return Err(format!("out of memory for a {payload_len}-byte message"));
             }
-            payload.resize(payload_len, 0);
             let name = std::str::from_utf8(&rb.available()[PREFIX_LEN + frame::MESSAGE_FIXED..head_len])
                 .map_err(|_| "malformed frame: a mailbox name that is not UTF-8".to_string())?
                 .to_owned();
             rb.consume(head_len);
-            r.read_exact_into(rb, &mut payload)?;
+            r.read_payload(rb, &mut payload, payload_len)?;
             let verdict = up.accept(
                 r.conn.peer,
                 InboundMessage {

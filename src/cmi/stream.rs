@@ -16,6 +16,18 @@ pub(crate) trait Stream: Send + Sync {
     /// Reads into `buf`, waiting at most `timeout`. `Ok(None)`: the time ran
     /// out; `Ok(Some(0))`: the far end closed.
     fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>>;
+    /// Like `read_timeout`, but appends to `v` (at most `max` bytes, within
+    /// its spare capacity): a large message is read straight into its own
+    /// allocation, with no copy and no zero-filling first.
+    fn read_timeout_append(&self, v: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<Option<usize>> {
+        let mut chunk = [0u8; 16384];
+        let n = max.min(chunk.len()).min(v.capacity() - v.len());
+        let got = self.read_timeout(&mut chunk[..n], timeout)?;
+        if let Some(k) = got {
+            v.extend_from_slice(&chunk[..k]);
+        }
+        Ok(got)
+    }
     /// Writes what fits without blocking; `WouldBlock` when nothing fits.
     fn write_nonblocking(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Waits until a write could make progress, or `timeout` passes.
@@ -118,6 +130,33 @@ impl Stream for SocketStream {
             match e.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => try_first = false,
+                _ => return Err(e),
+            }
+        }
+    }
+
+    fn read_timeout_append(&self, v: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<Option<usize>> {
+        let n = max.min(v.capacity() - v.len());
+        loop {
+            match self.poll(libc::POLLIN, timeout)? {
+                Ready::Socket => {}
+                Ready::Interrupted | Ready::TimedOut => return Ok(None),
+            }
+            let spare = v.spare_capacity_mut();
+            // SAFETY: `spare` is the vector's uninitialized capacity, at least
+            // `n` bytes, valid for writes for the duration of the call; the
+            // kernel writes at most `n` bytes into it.
+            let r = unsafe { libc::recv(self.fd.as_raw_fd(), spare.as_mut_ptr().cast(), n, libc::MSG_DONTWAIT) };
+            if r >= 0 {
+                let r = r as usize;
+                // SAFETY: the kernel initialized the first `r` (<= n) bytes of
+                // the spare capacity.
+                unsafe { v.set_len(v.len() + r) };
+                return Ok(Some(r));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
                 _ => return Err(e),
             }
         }
