@@ -799,13 +799,20 @@ mod tests {
     use super::super::stream::InprocStream;
     use super::*;
 
+    type Delivered = (String, Vec<u8>, u32, bool);
     struct Recorder {
-        delivered: Mutex<Vec<(String, Vec<u8>, u32, bool)>>,
+        delivered: Mutex<std::sync::mpsc::Sender<Delivered>>,
         confirmed: Mutex<std::sync::mpsc::Sender<(u64, Status)>>,
     }
-    fn recorder() -> (Recorder, std::sync::mpsc::Receiver<(u64, Status)>) {
+    #[allow(clippy::type_complexity)]
+    fn recorder2() -> (Recorder, std::sync::mpsc::Receiver<(u64, Status)>, std::sync::mpsc::Receiver<Delivered>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        (Recorder { delivered: Mutex::new(vec![]), confirmed: Mutex::new(tx) }, rx)
+        let (dtx, drx) = std::sync::mpsc::channel();
+        (Recorder { delivered: Mutex::new(dtx), confirmed: Mutex::new(tx) }, rx, drx)
+    }
+    fn recorder() -> (Recorder, std::sync::mpsc::Receiver<(u64, Status)>) {
+        let (r, c, _d) = recorder2();
+        (r, c)
     }
     impl Upcall for Recorder {
         type Accepted = (String, Vec<u8>, u32, bool);
@@ -813,7 +820,7 @@ mod tests {
             Ok((m.name.to_string(), m.payload, m.tag, m.sync))
         }
         fn dispatch(&self, a: Self::Accepted) {
-            self.delivered.lock().push(a);
+            let _ = self.delivered.lock().send(a);
         }
         fn confirmed(&self, _from: SpId, _epoch: u64, id: u64, st: Status) {
             let _ = self.confirmed.lock().send((id, st));
@@ -834,7 +841,7 @@ mod tests {
         let hello = params().hello();
         let sender = Arc::new(Conn::new(SpId::b(0), 1, &hello, 1, Box::new(a), &[]));
         let receiver = Arc::new(Conn::new(SpId::a(0), 1, &hello, 1, Box::new(b), &[]));
-        let (rec, confirmations) = recorder();
+        let (rec, confirmations, deliveries) = recorder2();
         let up = Arc::new(rec);
         let (rcv, up2) = (receiver.clone(), up.clone());
         let t = std::thread::spawn(move || run_reader(&rcv, params(), up2.as_ref(), vec![], &NO_STOP));
@@ -846,11 +853,11 @@ mod tests {
         let t2 = std::thread::spawn(move || run_reader(&snd, params(), up3.as_ref(), vec![], &NO_STOP));
         let c = confirmations.recv_timeout(Duration::from_secs(30)).expect("no confirmation");
         assert_eq!(c, (5, Status::STATUS_SUCCESS));
-        let d = up.delivered.lock();
-        assert_eq!(d[0].0, "Mirror");
-        assert_eq!(&d[0].1, big.as_ref());
-        assert_eq!((d[0].2, d[0].3), (3, true));
-        drop(d);
+        // Dispatched after its confirmation left (FIG. 8A): wait for it.
+        let d = deliveries.recv_timeout(Duration::from_secs(30)).expect("no delivery");
+        assert_eq!(d.0, "Mirror");
+        assert_eq!(&d.1, big.as_ref());
+        assert_eq!((d.2, d.3), (3, true));
         sender.kill("test over");
         receiver.kill("test over");
         assert!(!t.join().unwrap().is_empty());
