@@ -775,12 +775,21 @@ impl Core {
     }
 
     /// Runs one event's callback on a dispatcher thread, then its bookkeeping.
+    /// The bookkeeping comes first: once the client sees an event, the
+    /// library is done with it, so a client that closes the session after
+    /// seeing its last completion gets STATUS_SUCCESS, not a race with the
+    /// library's accounting. (A CloseCompleted this makes due still comes
+    /// after this callback: the session's events are run in order.)
     pub(crate) fn run_event(&self, s: &Arc<Session>, ev: Event) {
-        let (kind, bytes) = match &ev {
-            Event::MessageSent { .. } => (1, 0),
-            Event::MessageReceived(m) => (2, m.data.len() as u64),
-            Event::CloseCompleted { .. } => (0, 0),
-        };
+        match &ev {
+            Event::MessageSent { .. } => self.send_done(s, true),
+            Event::MessageReceived(m) => {
+                let mut st = s.st.lock();
+                st.received_events -= 1;
+                st.held_bytes -= m.data.len() as u64;
+            }
+            Event::CloseCompleted { .. } => {}
+        }
         if let Some(cb) = &s.callback {
             IN_CALLBACK.with(|c| c.set(true));
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(ev)));
@@ -788,15 +797,6 @@ impl Core {
             if r.is_err() {
                 log!(Level::Error, "a callback of session {:#x} panicked; the event is dropped", s.id.0);
             }
-        }
-        match kind {
-            1 => self.send_done(s, true),
-            2 => {
-                let mut st = s.st.lock();
-                st.received_events -= 1;
-                st.held_bytes -= bytes;
-            }
-            _ => {}
         }
     }
 
