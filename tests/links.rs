@@ -256,3 +256,102 @@ fn a_target_that_shuts_down_right_after_receiving_has_still_confirmed() {
         assert_eq!(first, Some(Status::STATUS_SUCCESS), "round {round}: the target took message 1, so its sender must hear success");
     }
 }
+
+/// A receive waiting forever on a session that heard from a peer reads that
+/// peer's link itself; closing the session from another thread must still wake
+/// it at once (its read is interrupted), with STATUS_CANCELLED.
+#[test]
+fn close_wakes_a_receiver_that_is_reading_the_link_itself() {
+    // Heartbeats every 60 s: only the interrupt can wake the reader sooner.
+    let (ma, mb) = inproc_pair_hb(60_000);
+    let sa = ma.open(None, 0, 0, "Lead", 0).unwrap();
+    let sb = mb.open(None, 0, 0, "Lead", 0).unwrap();
+    // One message first, so that B's session knows which link to read.
+    ma.send_sync(sa, B, &MessageBuf::from_slice(b"first").unwrap(), 5, 1).unwrap();
+    assert_eq!(mb.receive(sb, Timeout::Forever, 0).unwrap().data, b"first");
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let mb2 = mb.clone();
+    let receiver = std::thread::spawn(move || {
+        started_tx.send(()).unwrap();
+        mb2.receive(sb, Timeout::Forever, 0)
+    });
+    started.recv().unwrap();
+    // A round trip on another session gives the receiver ample time to be
+    // reading the link (it reads this exchange's frames itself).
+    let other_a = ma.open(None, 0, 0, "Other", 0).unwrap();
+    let other_b = mb.open(None, 0, 0, "Other", 0).unwrap();
+    ma.send_sync(other_a, B, &MessageBuf::from_slice(b"o").unwrap(), 1, 7).unwrap();
+    assert_eq!(mb.receive(other_b, Timeout::Test, 7).unwrap().data, b"o");
+    let t0 = std::time::Instant::now();
+    let outcome = mb.close(sb).unwrap();
+    let r = receiver.join().unwrap();
+    match outcome {
+        mps::CloseOutcome::Pending => assert_eq!(r.unwrap_err(), Status::STATUS_CANCELLED),
+        mps::CloseOutcome::Closed => assert!(r.is_err()),
+    }
+    // Not the 60 s a poll that nobody interrupted would sleep.
+    assert!(t0.elapsed() < Duration::from_secs(30), "the reader was not woken: {:?}", t0.elapsed());
+    // The link still works for everyone else.
+    let sb2 = mb.open(None, 0, 0, "Lead", 0).unwrap();
+    ma.send_sync(sa, B, &MessageBuf::from_slice(b"again").unwrap(), 5, 2).unwrap();
+    assert_eq!(mb.receive(sb2, Timeout::Forever, 0).unwrap().data, b"again");
+}
+
+/// Synchronous senders on several threads share one link: whoever reads it
+/// completes the others; every send is confirmed, none waits for a timeout.
+#[test]
+fn many_threads_send_synchronously_on_one_link() {
+    let (ma, mb) = inproc_pair("");
+    let sb: Vec<_> = (0..6).map(|k| mb.open(None, 0, 0, &format!("fan{k}"), 0).unwrap()).collect();
+    let senders: Vec<_> = (0..6)
+        .map(|k| {
+            let ma = ma.clone();
+            std::thread::spawn(move || {
+                let s = ma.open(None, 0, 0, &format!("fan{k}"), 0).unwrap();
+                for i in 0..500u32 {
+                    ma.send_sync(s, B, &MessageBuf::from_slice(&i.to_le_bytes()).unwrap(), 4, i).unwrap();
+                }
+            })
+        })
+        .collect();
+    let receivers: Vec<_> = sb
+        .into_iter()
+        .map(|s| {
+            let mb = mb.clone();
+            std::thread::spawn(move || {
+                for i in 0..500u32 {
+                    let r = mb.receive(s, Timeout::Forever, 0).unwrap();
+                    assert_eq!(r.data, i.to_le_bytes(), "in order per session");
+                }
+            })
+        })
+        .collect();
+    for t in senders.into_iter().chain(receivers) {
+        t.join().unwrap();
+    }
+    ma.shutdown().unwrap();
+    mb.shutdown().unwrap();
+}
+
+/// Shutting an SP down while one of its threads reads a link inside a
+/// receive: the receive ends with STATUS_CANCELLED and the shutdown returns.
+#[test]
+fn shutdown_ends_a_receive_that_is_reading_the_link() {
+    let (ma, mb) = inproc_pair_hb(60_000);
+    let sa = ma.open(None, 0, 0, "Down", 0).unwrap();
+    let sb = mb.open(None, 0, 0, "Down", 0).unwrap();
+    ma.send_sync(sa, B, &MessageBuf::from_slice(b"x").unwrap(), 1, 1).unwrap();
+    mb.receive(sb, Timeout::Forever, 0).unwrap();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let mb2 = mb.clone();
+    let receiver = std::thread::spawn(move || {
+        started_tx.send(()).unwrap();
+        mb2.receive(sb, Timeout::Forever, 0)
+    });
+    started.recv().unwrap();
+    let t0 = std::time::Instant::now();
+    mb.shutdown().unwrap();
+    let r = receiver.join().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(30), "shutdown waited for a poll to time out: {:?}", t0.elapsed());
+    assert!(matches!(r.unwrap_err(), Status::STATUS_CANCELLED | Status::STATUS_INVALID_HANDLE));
+}

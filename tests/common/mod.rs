@@ -16,11 +16,30 @@ pub fn unique(prefix: &str) -> String {
 
 /// Configuration text for `me` with one peer `other`.
 pub fn config(me: &str, listen: &str, other: &str, other_addr: &str, extra: &str) -> Config {
+    config_hb(me, listen, other, other_addr, extra, 50)
+}
+
+/// The same, with a heartbeat interval of `hb_ms` (the dead-peer timeout 10x
+/// it, and at least 2 s).
+pub fn config_hb(me: &str, listen: &str, other: &str, other_addr: &str, extra: &str, hb_ms: u64) -> Config {
+    let dead = (hb_ms * 10).max(2000);
     let text = format!(
         "sp = \"{me}\"\nlisten = \"{listen}\"\n{extra}\n[[peer]]\nsp = \"{other}\"\naddress = \"{other_addr}\"\n\
-         [heartbeat]\ninterval_ms = 50\ndead_peer_timeout_ms = 2000\n[reconnect]\ninitial_backoff_ms = 5\nmax_backoff_ms = 100\n"
+         [heartbeat]\ninterval_ms = {hb_ms}\ndead_peer_timeout_ms = {dead}\n[reconnect]\ninitial_backoff_ms = 5\nmax_backoff_ms = 100\n"
     );
     Config::from_toml(&text, "test").expect("test configuration is valid")
+}
+
+/// Two in-process SPs whose links wake by themselves only every `hb_ms`:
+/// for tests that something else wakes a reader sooner.
+pub fn inproc_pair_hb(hb_ms: u64) -> (Mps, Mps) {
+    let a = unique("a");
+    let b = unique("b");
+    let ma = Mps::start(config_hb("0.A", &format!("inproc:{a}"), "0.B", &format!("inproc:{b}"), "", hb_ms)).unwrap();
+    let mb = Mps::start(config_hb("0.B", &format!("inproc:{b}"), "0.A", &format!("inproc:{a}"), "", hb_ms)).unwrap();
+    ma.wait_for_peer(SpId::b(0), Some(Duration::from_secs(30))).expect("link up");
+    mb.wait_for_peer(SpId::a(0), Some(Duration::from_secs(30))).expect("link up");
+    (ma, mb)
 }
 
 /// Two SPs (0.A and 0.B) of one process linked in-process.
