@@ -14,12 +14,14 @@
  * Waiting is always on an event: MpsSynchronousReceive with a timeout,
  * MpsWaitForPeer, or WAIT_UNTIL below (a condition variable that callbacks
  * broadcast, with a generous deadline that fails the test on expiry). The only
- * polling loop is h_wait_thread_blocked(), which watches /proc for a thread to
- * be asleep inside a library call (there is no other way to know that a
- * receiver is already blocked before MpsClose is called).
+ * loop that looks again and again is h_wait_receivers(), which asks the
+ * library (MpsQuerySession) whether a receiver is waiting on a session: a
+ * condition no callback reports.
  */
 #ifndef MPS_C_TESTS_HARNESS_H
 #define MPS_C_TESTS_HARNESS_H
+
+#include <sched.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -224,47 +226,24 @@ static inline pid_t h_gettid(void)
     return (pid_t)syscall(SYS_gettid);
 }
 
-/* The scheduler state of one of our threads ('R', 'S', ...), from /proc. */
-static inline char h_thread_state(pid_t tid)
-{
-    char path[64], buf[512];
-    char *p;
-    ssize_t n;
-    int fd;
-    snprintf(path, sizeof path, "/proc/self/task/%ld/stat", (long)tid);
-    fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return '?';
-    n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return '?';
-    buf[n] = '\0';
-    p = strrchr(buf, ')');
-    if (p == NULL || p[1] == '\0' || p[2] == '\0')
-        return '?';
-    return p[2];
-}
-
 /*
- * Wait until thread `tid`, which announced that it is about to call a
- * blocking routine, is asleep in the kernel and stays asleep for 50 ms of
- * continuous observation. Used only where the outcome depends on whether a
- * receiver is already blocked (MpsClose waking it with STATUS_CANCELLED).
+ * Wait until a thread is inside MpsSynchronousReceive on session `h`: the
+ * session reports it (MPS_SESSION_INFO.BlockedReceivers counts the receivers
+ * registered to wait, whom an MpsClose from then on wakes with
+ * STATUS_CANCELLED). Used only where the outcome depends on it. The loop
+ * yields the CPU between looks; it waits on that exact condition, not on time.
  */
-static inline void h_wait_thread_blocked(pid_t tid)
+static inline void h_wait_receivers(MPS_HANDLE h, ULONG n)
 {
     double deadline = h_now() + H_WAIT_SECONDS;
-    int asleep_polls = 0;
-    const struct timespec poll_interval = {0, 2 * 1000 * 1000};
-    while (asleep_polls < 25) {
-        char st = h_thread_state(tid);
-        if (st == '?')
-            FAIL("cannot read the state of thread %ld from /proc", (long)tid);
-        asleep_polls = (st == 'S') ? asleep_polls + 1 : 0;
+    MPS_SESSION_INFO info;
+    for (;;) {
+        CHECK_STATUS(STATUS_SUCCESS, MpsQuerySession(h, &info));
+        if (info.BlockedReceivers >= n)
+            return;
         if (h_now() > deadline)
-            FAIL("thread %ld never blocked (state %c)", (long)tid, st);
-        nanosleep(&poll_interval, NULL);
+            FAIL("no receiver started waiting on the session (%u of %u)", (unsigned)info.BlockedReceivers, (unsigned)n);
+        sched_yield();
     }
 }
 

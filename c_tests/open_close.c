@@ -241,7 +241,7 @@ static void close_with_blocked_receiver(PMPS_CALLBACK_ROUTINE cb)
     rx.h = h_open(cb, L"Mirror", NULL);
     CHECK(pthread_create(&t, NULL, blocked_receiver, NULL) == 0);
     WAIT_UNTIL(rx.about_to_call, H_WAIT_SECONDS);
-    h_wait_thread_blocked(rx.tid);
+    h_wait_receivers(rx.h, 1);
     CHECK_EQ_U(0, rx.returned);
 
     CHECK_STATUS(STATUS_PENDING, MpsClose(rx.h));

@@ -98,7 +98,7 @@ static void timeout_forever_woken_by_close(void)
     CHECK(pthread_create(&t, NULL, receiver, NULL) == 0);
     /* Here the outcome depends on the receiver already waiting. */
     WAIT_UNTIL(rx.about_to_call, H_WAIT_SECONDS);
-    h_wait_thread_blocked(rx.tid);
+    h_wait_receivers(rx.h, 1);
     CHECK_EQ_U(0, rx.returned);
     CHECK_STATUS(STATUS_PENDING, MpsClose(rx.h));
     WAIT_UNTIL(rx.returned, H_WAIT_SECONDS);
@@ -115,7 +115,7 @@ static void timeout_positive_woken_by_close(void)
     rx.timeout = 50;
     CHECK(pthread_create(&t, NULL, receiver, NULL) == 0);
     WAIT_UNTIL(rx.about_to_call, H_WAIT_SECONDS);
-    h_wait_thread_blocked(rx.tid);
+    h_wait_receivers(rx.h, 1);
     CHECK_STATUS(STATUS_PENDING, MpsClose(rx.h));
     WAIT_UNTIL(rx.returned, H_WAIT_SECONDS);
     CHECK(pthread_join(t, NULL) == 0);

@@ -265,6 +265,40 @@ typedef struct MPS_RECEIVED_EVENT_DATA *PMPS_RECEIVED_EVENT_DATA;
 typedef struct CMI_SP_ID *PCMI_SP_ID;
 
 /**
+ * A session's state at one moment, from `MpsQuerySession`: for diagnostics,
+ * and for a test that must know a receiver is already waiting.
+ */
+typedef struct MPS_SESSION_INFO {
+  /**
+   * Messages queued for `MpsSynchronousReceive`, not yet taken.
+   */
+  ULONG QueuedMessages;
+  /**
+   * Threads inside `MpsSynchronousReceive` on this session (registered to
+   * wait: an `MpsClose` from now on wakes them with `STATUS_CANCELLED`).
+   */
+  ULONG BlockedReceivers;
+  /**
+   * Sends not finished (synchronous ones in their call, asynchronous ones
+   * until their `MpsEventMessageSent` callback has been run).
+   */
+  ULONG OutstandingSends;
+  /**
+   * Events waiting for the session's callback.
+   */
+  ULONG PendingCallbacks;
+  /**
+   * 1 when a close is pending, else 0.
+   */
+  ULONG Closing;
+} MPS_SESSION_INFO;
+
+/**
+ * Pointer to an `MPS_SESSION_INFO`.
+ */
+typedef struct MPS_SESSION_INFO *PMPS_SESSION_INFO;
+
+/**
  * The client's log sink: one call per line, `Line` NUL-terminated and valid
  * during the call only. May be called from any thread, concurrently.
  */
@@ -499,6 +533,14 @@ NTSTATUS MpsInitialize(const char *ConfigPath);
  * (`STATUS_INVALID_PARAMETER`).
  */
 NTSTATUS MpsShutdown(void);
+
+/**
+ * Extension. Writes the session's state at this moment to `*pInfo`: queued
+ * messages, threads in `MpsSynchronousReceive`, unfinished sends, events
+ * waiting for the callback, whether a close is pending. For diagnostics.
+ * `STATUS_INVALID_HANDLE`, `STATUS_INVALID_PARAMETER` (NULL `pInfo`).
+ */
+NTSTATUS MpsQuerySession(MPS_HANDLE FilamentHandle, PMPS_SESSION_INFO pInfo);
 
 /**
  * Extension. Waits until the link to `*Sp` is up: `STATUS_SUCCESS` (at once for

@@ -16,6 +16,6 @@ pub mod sp_id;
 pub mod status;
 
 pub use config::{Address, Config, ConfigError};
-pub use mps::{Callback, CloseOutcome, Event, MessageBuf, Mps, ReceivedMessage, SessionId, Timeout};
+pub use mps::{Callback, CloseOutcome, Event, MessageBuf, Mps, ReceivedMessage, SessionId, SessionInfo, Timeout};
 pub use sp_id::SpId;
 pub use status::Status;

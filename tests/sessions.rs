@@ -258,3 +258,22 @@ fn a_queue_full_of_bytes_rejects_back_to_the_sender() {
     m.receive(s, Timeout::Test, 0).unwrap();
     m.send_sync(s, ME, &buf, 600, 0).expect("room again after a receive");
 }
+
+#[test]
+fn session_info_reports_queued_messages_receivers_and_closing() {
+    let m = solo();
+    let s = m.open(None, 0, 0, "Info", 0).unwrap();
+    assert_eq!(m.session_info(s).unwrap(), mps::SessionInfo::default());
+    m.send_sync(s, ME, &MessageBuf::new(1).unwrap(), 1, 0).unwrap();
+    assert_eq!(m.session_info(s).unwrap().queued, 1);
+    m.receive(s, Timeout::Test, 0).unwrap();
+    let m2 = m.clone();
+    let receiver = std::thread::spawn(move || m2.receive(s, Timeout::Forever, 0));
+    // The receiver registers before it blocks; the report says so exactly.
+    while m.session_info(s).unwrap().receivers == 0 {
+        std::thread::yield_now();
+    }
+    assert_eq!(m.close(s), Ok(CloseOutcome::Pending));
+    assert_eq!(receiver.join().unwrap().unwrap_err(), Status::STATUS_CANCELLED);
+    assert_eq!(m.session_info(s).unwrap_err(), Status::STATUS_INVALID_HANDLE);
+}

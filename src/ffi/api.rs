@@ -375,6 +375,38 @@ pub extern "C" fn MpsShutdown() -> NTSTATUS {
     guard!("MpsShutdown", { status_of(shutdown()) })
 }
 
+/// Extension. Writes the session's state at this moment to `*pInfo`: queued
+/// messages, threads in `MpsSynchronousReceive`, unfinished sends, events
+/// waiting for the callback, whether a close is pending. For diagnostics.
+/// `STATUS_INVALID_HANDLE`, `STATUS_INVALID_PARAMETER` (NULL `pInfo`).
+#[no_mangle]
+pub unsafe extern "C" fn MpsQuerySession(FilamentHandle: MPS_HANDLE, pInfo: PMPS_SESSION_INFO) -> NTSTATUS {
+    guard!("MpsQuerySession", {
+        require_non_null!("MpsQuerySession", pInfo);
+        let mps = match instance() {
+            Ok(m) => m,
+            Err(s) => return s.0,
+        };
+        match mps.session_info(session_of(FilamentHandle)) {
+            Ok(i) => {
+                let c = |n: usize| n.min(ULONG::MAX as usize) as ULONG;
+                // SAFETY: non-NULL (checked); the client passes a writable structure.
+                unsafe {
+                    *pInfo = MPS_SESSION_INFO {
+                        QueuedMessages: c(i.queued),
+                        BlockedReceivers: c(i.receivers),
+                        OutstandingSends: c(i.sends),
+                        PendingCallbacks: c(i.pending_events),
+                        Closing: i.closing as ULONG,
+                    };
+                }
+                Status::STATUS_SUCCESS.0
+            }
+            Err(s) => s.0,
+        }
+    })
+}
+
 /// Extension. Waits until the link to `*Sp` is up: `STATUS_SUCCESS` (at once for
 /// the local SP), `STATUS_TIMEOUT` after `TimeoutMilliseconds` (< 0 waits
 /// forever, 0 only tests), `STATUS_INVALID_ADDRESS` when `*Sp` is not configured.

@@ -154,6 +154,27 @@ pub struct MPS_RECEIVED_EVENT_DATA {
 /// Pointer to an `MPS_RECEIVED_EVENT_DATA`.
 pub type PMPS_RECEIVED_EVENT_DATA = *mut MPS_RECEIVED_EVENT_DATA;
 
+/// A session's state at one moment, from `MpsQuerySession`: for diagnostics,
+/// and for a test that must know a receiver is already waiting.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MPS_SESSION_INFO {
+    /// Messages queued for `MpsSynchronousReceive`, not yet taken.
+    pub QueuedMessages: ULONG,
+    /// Threads inside `MpsSynchronousReceive` on this session (registered to
+    /// wait: an `MpsClose` from now on wakes them with `STATUS_CANCELLED`).
+    pub BlockedReceivers: ULONG,
+    /// Sends not finished (synchronous ones in their call, asynchronous ones
+    /// until their `MpsEventMessageSent` callback has been run).
+    pub OutstandingSends: ULONG,
+    /// Events waiting for the session's callback.
+    pub PendingCallbacks: ULONG,
+    /// 1 when a close is pending, else 0.
+    pub Closing: ULONG,
+}
+/// Pointer to an `MPS_SESSION_INFO`.
+pub type PMPS_SESSION_INFO = *mut MPS_SESSION_INFO;
+
 /// Log levels for `MpsSetLogLevel` and the log callback (also `MPS_LOG=error|warn|info|debug|trace`).
 pub const MPS_LOG_OFF: ULONG = 0;
 /// Errors: a link lost, a bad frame, a bad configuration.
@@ -203,4 +224,7 @@ const _: () = {
     assert!(offset_of!(MPS_RECEIVED_EVENT_DATA, FilamentHandle) == 24);
     assert!(offset_of!(MPS_RECEIVED_EVENT_DATA, Context) == 32);
     assert!(offset_of!(MPS_RECEIVED_EVENT_DATA, SequenceTag) == 40);
+    assert!(size_of::<MPS_SESSION_INFO>() == 20);
+    assert!(offset_of!(MPS_SESSION_INFO, BlockedReceivers) == 4);
+    assert!(offset_of!(MPS_SESSION_INFO, Closing) == 16);
 };

@@ -97,6 +97,23 @@ impl Timeout {
     }
 }
 
+/// A session's state at one moment (`Mps::session_info`, `MpsQuerySession`):
+/// for diagnostics, and for tests that must know a receiver is waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SessionInfo {
+    /// Messages queued for `receive`, not yet taken.
+    pub queued: usize,
+    /// Threads inside `receive` on this session (waiting, or about to).
+    pub receivers: usize,
+    /// Sends not finished (synchronous ones in their call, asynchronous ones
+    /// until their `MessageSent` callback has been run).
+    pub sends: usize,
+    /// Events waiting for the callback.
+    pub pending_events: usize,
+    /// `close` was called and the close is pending.
+    pub closing: bool,
+}
+
 /// What `close` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseOutcome {
@@ -316,6 +333,19 @@ impl Mps {
     /// is 0), waiting as `timeout` says (`MpsSynchronousReceive`).
     pub fn receive(&self, s: SessionId, timeout: Timeout, transaction: u32) -> Result<ReceivedMessage, Status> {
         self.owner.core.receive(s, timeout, transaction)
+    }
+
+    /// A session's state at this moment.
+    pub fn session_info(&self, s: SessionId) -> Result<SessionInfo, Status> {
+        let s = self.owner.core.table.get(s)?;
+        let st = s.st.lock();
+        Ok(SessionInfo {
+            queued: st.queue.len(),
+            receivers: st.receivers,
+            sends: st.sends,
+            pending_events: st.events.len(),
+            closing: st.closing,
+        })
     }
 
     /// Waits until the link to `sp` is up (at once for this SP itself).
