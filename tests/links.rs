@@ -148,16 +148,20 @@ fn fake_peer(listener: &std::os::unix::net::UnixListener) -> std::os::unix::net:
     s
 }
 
-#[test]
-fn a_silent_peer_is_declared_dead_and_in_flight_sends_fail() {
+/// SP 0.A whose peer 0.B is a Unix listener the test plays itself; `extra`
+/// is appended to the configuration (tables of limits, heartbeat, ...).
+fn sp_a_with_fake_b(extra: &str) -> (TempDir, std::os::unix::net::UnixListener, Mps) {
     let dir = TempDir::new();
     let pb = dir.0.join("b.sock");
     let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
-    let text = format!(
-        "sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:{}\"\n[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 300\n",
-        pb.display()
-    );
+    let text = format!("sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:{}\"\n{extra}", pb.display());
     let ma = Mps::start(mps::Config::from_toml(&text, "t").unwrap()).unwrap();
+    (dir, listener, ma)
+}
+
+#[test]
+fn a_silent_peer_is_declared_dead_and_in_flight_sends_fail() {
+    let (_dir, listener, ma) = sp_a_with_fake_b("[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 300\n");
     let _silent = fake_peer(&listener);
     ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
     let s = ma.open(None, 0, 0, "Silent", 0).unwrap();
@@ -169,14 +173,8 @@ fn a_silent_peer_is_declared_dead_and_in_flight_sends_fail() {
 
 #[test]
 fn hostile_frames_end_the_link_without_harm_and_it_redials() {
-    let dir = TempDir::new();
-    let pb = dir.0.join("b.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
-    let text = format!(
-        "sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:{}\"\n[limits]\nmax_message_size = 16\n[reconnect]\ninitial_backoff_ms = 5\nmax_backoff_ms = 50\n",
-        pb.display()
-    );
-    let ma = Mps::start(mps::Config::from_toml(&text, "t").unwrap()).unwrap();
+    let (_dir, listener, ma) =
+        sp_a_with_fake_b("[limits]\nmax_message_size = 16\n[reconnect]\ninitial_backoff_ms = 5\nmax_backoff_ms = 50\n");
     // A message one byte over max_message_size (16): name "x", 17-byte payload.
     let mut over = vec![42u8, 0, 0, 0, 2, 0, 0, 0];
     over.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, b'x']);
@@ -206,11 +204,7 @@ fn hostile_frames_end_the_link_without_harm_and_it_redials() {
 
 #[test]
 fn a_stranger_answering_with_the_wrong_id_is_refused() {
-    let dir = TempDir::new();
-    let pb = dir.0.join("b.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
-    let text = format!("sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:{}\"\n", pb.display());
-    let ma = Mps::start(mps::Config::from_toml(&text, "t").unwrap()).unwrap();
+    let (_dir, listener, ma) = sp_a_with_fake_b("");
     let (mut s, _) = listener.accept().unwrap();
     let mut hello = [0u8; 40];
     s.read_exact(&mut hello).unwrap();

@@ -711,9 +711,12 @@ fn read_one_frame<U: Upcall>(
             if payload.try_reserve_exact(payload_len.max(1)).is_err() {
                 return Err(format!("out of memory for a {payload_len}-byte message"));
             }
-            let name = std::str::from_utf8(&rb.available()[PREFIX_LEN + frame::MESSAGE_FIXED..head_len])
-                .map_err(|_| "malformed frame: a mailbox name that is not UTF-8".to_string())?
-                .to_owned();
+            // The name is copied to the stack (at most 256 bytes), not to a
+            // heap String per message: the read buffer is reused below.
+            let mut name_buf = [0u8; frame::MAX_NAME_BYTES];
+            name_buf[..name_len].copy_from_slice(&rb.available()[PREFIX_LEN + frame::MESSAGE_FIXED..head_len]);
+            let name = std::str::from_utf8(&name_buf[..name_len])
+                .map_err(|_| "malformed frame: a mailbox name that is not UTF-8".to_string())?;
             rb.consume(head_len);
             r.read_payload(rb, &mut payload, payload_len)?;
             let verdict = up.accept(
@@ -723,7 +726,7 @@ fn read_one_frame<U: Upcall>(
                     domain: head.domain,
                     tag: head.tag,
                     sync: head.mode == frame::MODE_SYNC,
-                    name: &name,
+                    name,
                     payload,
                 },
             );
