@@ -255,7 +255,7 @@ pub fn encode_confirms(out: &mut Vec<u8>, entries: &[(u64, Status)]) {
 }
 
 /// Parses a `CONFIRM` body into (message id, status) pairs.
-pub fn decode_confirms(b: &[u8]) -> Result<impl Iterator<Item = (u64, Status)> + '_, String> {
+pub fn decode_confirms(b: &[u8]) -> Result<impl ExactSizeIterator<Item = (u64, Status)> + '_, String> {
     let n = le_u32(b, 0) as usize;
     if 4 + n * CONFIRM_ENTRY != b.len() {
         return Err(format!("CONFIRM claims {n} entries in a body of {} bytes", b.len()));

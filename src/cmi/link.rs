@@ -683,12 +683,10 @@ fn read_one_frame<U: Upcall>(
         Kind::Confirm => {
             r.fill(rb, PREFIX_LEN + body_len)?;
             let body = &rb.available()[PREFIX_LEN..PREFIX_LEN + body_len];
-            let entries = frame::decode_confirms(body).map_err(|e| format!("malformed frame: {e}"))?;
-            let mut n = 0;
-            for (id, st) in entries {
-                up.confirmed(r.conn.peer, r.conn.epoch, id, st);
-                n += 1;
-            }
+            let mut entries = frame::decode_confirms(body).map_err(|e| format!("malformed frame: {e}"))?;
+            let n = entries.len();
+            up.confirmed(r.conn.peer, r.conn.epoch, &mut entries);
+            drop(entries);
             rb.consume(PREFIX_LEN + body_len);
             r.conn.confirmations_read(n);
         }
@@ -825,8 +823,10 @@ mod tests {
         fn dispatch(&self, a: Self::Accepted) {
             let _ = self.delivered.lock().send(a);
         }
-        fn confirmed(&self, _from: SpId, _epoch: u64, id: u64, st: Status) {
-            let _ = self.confirmed.lock().send((id, st));
+        fn confirmed(&self, _from: SpId, _epoch: u64, entries: &mut dyn Iterator<Item = (u64, Status)>) {
+            for (id, st) in entries {
+                let _ = self.confirmed.lock().send((id, st));
+            }
         }
         fn link_up(&self, _peer: SpId, _epoch: u64) {}
         fn link_down(&self, _peer: SpId, _epoch: u64) {}

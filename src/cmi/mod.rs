@@ -64,8 +64,10 @@ pub trait Upcall: Send + Sync + 'static {
     fn accept(&self, from: SpId, msg: InboundMessage<'_>) -> Result<Self::Accepted, Status>;
     /// The accepted message's confirmation is on its way: deliver it.
     fn dispatch(&self, accepted: Self::Accepted);
-    /// The peer confirmed message `id` sent on link `epoch`.
-    fn confirmed(&self, from: SpId, epoch: u64, id: u64, status: Status);
+    /// The peer confirmed these messages (id, status), sent on link `epoch`,
+    /// in one CONFIRM frame: the batch is handed over whole so that the
+    /// completions it makes are delivered with one wake-up, not one each.
+    fn confirmed(&self, from: SpId, epoch: u64, entries: &mut dyn Iterator<Item = (u64, Status)>);
     /// A link to `peer` came up.
     fn link_up(&self, peer: SpId, epoch: u64);
     /// The link `epoch` to `peer` is gone; its unconfirmed messages are lost.

@@ -49,6 +49,21 @@ impl Dispatcher {
         self.cv.notify_one();
     }
 
+    /// Puts several sessions on the run queue at once (emptying `v`), waking
+    /// at most one worker per session.
+    pub fn push_all(&self, v: &mut Vec<Arc<Session>>) {
+        let n = v.len();
+        if n == 0 {
+            return;
+        }
+        self.q.lock().sessions.extend(v.drain(..));
+        for _ in 0..n {
+            if !self.cv.notify_one() {
+                break;
+            }
+        }
+    }
+
     /// Lets the workers finish what is queued, then joins them (all but the
     /// calling thread, should a callback be tearing the SP down).
     pub fn stop(&self) {

@@ -146,7 +146,15 @@ struct Outstanding {
     pending: Pending,
 }
 
+/// A reading thread's scratch space for one CONFIRM frame.
+#[derive(Default)]
+struct ConfirmBatch {
+    done: Vec<(Pending, Status)>,
+    wake: Vec<Arc<Session>>,
+}
+
 thread_local! {
+    static BATCH: std::cell::RefCell<ConfirmBatch> = std::cell::RefCell::new(ConfirmBatch::default());
     /// Set while a library thread runs a client callback.
     static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -226,9 +234,9 @@ impl Upcall for Up {
             c.dispatch(a)
         }
     }
-    fn confirmed(&self, from: SpId, epoch: u64, id: u64, status: Status) {
+    fn confirmed(&self, from: SpId, _epoch: u64, entries: &mut dyn Iterator<Item = (u64, Status)>) {
         if let Some(c) = self.0.upgrade() {
-            c.confirmed(from, epoch, id, status)
+            c.confirmed(from, entries)
         }
     }
     fn link_up(&self, _peer: SpId, _epoch: u64) {}
@@ -778,13 +786,44 @@ impl Core {
         }
     }
 
-    fn confirmed(&self, from: SpId, _epoch: u64, id: u64, status: Status) {
+    /// One CONFIRM frame's worth of confirmations: the sends leave the
+    /// outstanding table under one lock, then complete; the sessions that got
+    /// events are handed to the dispatcher together at the end, so a batch of
+    /// completions costs one wake-up of a callback thread, not one each (and
+    /// the reader is not preempted by that thread halfway through the batch).
+    fn confirmed(&self, from: SpId, entries: &mut dyn Iterator<Item = (u64, Status)>) {
         let Some(table) = self.outstanding.get(&from) else { return };
-        let o = table.lock().remove(&id);
-        match o {
-            Some(o) => self.complete(o.pending, status),
-            None => log!(Level::Debug, "confirmation of unknown message {id} from SP {from} ignored"),
+        // Reused per reading thread: no allocation per frame once warm.
+        let mut b = BATCH.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        let mut unknown = 0usize;
+        {
+            let mut t = table.lock();
+            for (id, status) in entries {
+                match t.remove(&id) {
+                    Some(o) => b.done.push((o.pending, status)),
+                    None => unknown += 1,
+                }
+            }
         }
+        if unknown > 0 {
+            log!(Level::Debug, "{unknown} confirmation(s) of unknown messages from SP {from} ignored");
+        }
+        for (p, status) in b.done.drain(..) {
+            match p {
+                Pending::Sync(slot) => slot.complete(status),
+                Pending::Async { session, buffer, tag, context } => {
+                    let mut st = session.st.lock();
+                    st.events.push_back(Event::MessageSent { session: session.id, context, status, tag, buffer });
+                    if !st.scheduled {
+                        st.scheduled = true;
+                        drop(st);
+                        b.wake.push(session);
+                    }
+                }
+            }
+        }
+        self.dispatcher.push_all(&mut b.wake);
+        BATCH.with(|c| *c.borrow_mut() = b);
     }
 
     fn link_down(&self, peer: SpId, epoch: u64) {
