@@ -526,11 +526,23 @@ impl Win {
 
     /// The callback of session number `k`: counts each confirmation, checks
     /// that it is the next sequence number of that session and succeeded,
-    /// takes the buffer back, and wakes the sender if it waits.
-    fn callback(self: &Arc<Win>, k: usize) -> Callback {
+    /// takes the buffer back, and wakes the sender if it waits, once the
+    /// completions that arrived together have all been counted.
+    ///
+    /// WORKLOADS.md W2: the sender blocks until an ack write arrives, then
+    /// takes the acks in it. One CONFIRM frame is that write; the library
+    /// delivers its completions one callback each, and says how many of this
+    /// session's events are still queued behind the one running
+    /// (`session_info().pending_events`, `MpsQuerySession` in C). The sender
+    /// is woken at the last of them, not at the first: woken at the first, on
+    /// a shared CPU it preempts the callback thread and refills one slot per
+    /// completion, two context switches per message.
+    fn callback(self: &Arc<Win>, k: usize, m: &Mps) -> Callback {
         let w = self.clone();
+        let m = m.clone();
         Arc::new(move |ev| {
-            if let Event::MessageSent { status, tag, buffer, .. } = ev {
+            if let Event::MessageSent { session, status, tag, buffer, .. } = ev {
+                let more = m.session_info(session).map(|i| i.pending_events > 0).unwrap_or(false);
                 let expect = w.next_tag[k].load(Ordering::Relaxed);
                 w.next_tag[k].store(expect + w.stride.load(Ordering::Relaxed), Ordering::Relaxed);
                 let bad = if status != Status::STATUS_SUCCESS {
@@ -543,10 +555,16 @@ impl Win {
                 let mut st = w.st.lock().unwrap();
                 st.acked += 1;
                 st.free.push(buffer);
+                // One wake-up per wait: std's notify is a system call even
+                // when the sender is already awake.
+                let wake = bad.is_some() || (!more && std::mem::take(&mut st.waiting));
                 if let Some(e) = bad {
                     st.err.get_or_insert(e);
-                    w.cv.notify_one();
-                } else if st.waiting {
+                }
+                // Wake after unlocking: on a shared CPU the woken sender may
+                // run at once, and would only block again on the lock.
+                drop(st);
+                if wake {
                     w.cv.notify_one();
                 }
             }
@@ -599,7 +617,6 @@ fn stream_phase(
                 }
                 st.waiting = true;
                 st = win.cv.wait(st).unwrap();
-                st.waiting = false;
             }
         };
         let seq = seq0 + sent;
@@ -614,7 +631,7 @@ fn stream_phase(
 /// W2 and W3.
 fn send_stream(m: &Mps, c: &Case) -> Result<String, String> {
     let win = Win::new(1, c.window, c.size)?;
-    let s = open(m, Some(win.callback(0)), MAILBOX)?;
+    let s = open(m, Some(win.callback(0, m)), MAILBOX)?;
     let mut copies = 0;
     win.expect(1, 0);
     if c.warmup > 0 {
@@ -631,7 +648,7 @@ fn send_s1(m: &Mps, c: &Case) -> Result<String, String> {
     let win = Win::new(SCALE_SESSIONS, c.window, c.size)?;
     let mut sessions = Vec::with_capacity(SCALE_SESSIONS);
     for k in 0..SCALE_SESSIONS {
-        sessions.push(open(m, Some(win.callback(k)), &scale_name("s", k))?);
+        sessions.push(open(m, Some(win.callback(k, m)), &scale_name("s", k))?);
     }
     let mut copies = 0;
     let phase = |sess: &[SessionId], seq0: u64, copies: &mut u64| -> Result<Duration, String> {
