@@ -349,3 +349,70 @@ fn shutdown_ends_a_receive_that_is_reading_the_link() {
     assert!(t0.elapsed() < Duration::from_secs(30), "shutdown waited for a poll to time out: {:?}", t0.elapsed());
     assert!(matches!(r.unwrap_err(), Status::STATUS_CANCELLED | Status::STATUS_INVALID_HANDLE));
 }
+
+/// A burst far larger than the socket buffer: the senders' non-blocking
+/// writes stop short, the link's writer thread takes the backlog and writes
+/// it in blocking batches with the queue unlocked while more is queued.
+/// Every message arrives whole, in order, and completes exactly once.
+#[test]
+fn a_backlog_of_large_asynchronous_messages_arrives_whole_and_in_order() {
+    let dir = TempDir::new();
+    let (ua, ub) = (format!("unix:{}", dir.0.join("a.sock").display()), format!("unix:{}", dir.0.join("b.sock").display()));
+    let limits = "[limits]\nmax_message_size = 1048576\n";
+    let mb = Mps::start(config("0.B", &ub, "0.A", &ua, limits)).unwrap();
+    let ma = Mps::start(config("0.A", &ua, "0.B", &ub, limits)).unwrap();
+    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+    let (cb, events) = channel_callback();
+    let sa = ma.open(Some(cb), 0, 0, "Backlog", 0).unwrap();
+    let sb = mb.open(None, 0, 0, "Backlog", 0).unwrap();
+    let n = 48u32;
+    let content = |i: u32, k: usize| (k as u32).wrapping_mul(2654435761).wrapping_add(i) as u8;
+    for i in 0..n {
+        let size = (1 << 20) - (i as usize * 4099);
+        let mut buf = MessageBuf::new(size).unwrap();
+        for (k, b) in buf.as_mut_slice().iter_mut().enumerate() {
+            *b = content(i, k);
+        }
+        ma.send_async(sa, B, buf, size, i, 0).unwrap();
+    }
+    for i in 0..n {
+        let r = mb.receive(sb, Timeout::Seconds(30), 0).unwrap();
+        assert_eq!((r.tag, r.data.len()), (i, (1 << 20) - (i as usize * 4099)), "in order, whole");
+        assert!(r.data.iter().enumerate().all(|(k, b)| *b == content(i, k)), "message {i} intact");
+    }
+    for i in 0..n {
+        match next(&events) {
+            Event::MessageSent { status, tag, .. } => assert_eq!((status, tag), (Status::STATUS_SUCCESS, i)),
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    assert!(events.try_recv().is_err(), "one completion each");
+}
+
+/// A peer that answers HELLO and then neither reads nor sends: the writer
+/// thread blocks in a full socket. The dead-peer timeout still ends the link,
+/// the blocked write returns, every send fails exactly once, and shutdown
+/// does not hang on the writer.
+#[test]
+fn a_peer_that_stops_reading_cannot_wedge_the_writer() {
+    let (_dir, listener, ma) = sp_a_with_fake_b("[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 400\n[limits]\nmax_message_size = 1048576\n");
+    let _deaf = fake_peer(&listener);
+    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+    let (cb, events) = channel_callback();
+    let s = ma.open(Some(cb), 0, 0, "Deaf", 0).unwrap();
+    let n = 16u32;
+    for i in 0..n {
+        ma.send_async(s, B, MessageBuf::new(1 << 20).unwrap(), 1 << 20, i, 0).unwrap();
+    }
+    let mut seen = vec![false; n as usize];
+    for _ in 0..n {
+        match next(&events) {
+            Event::MessageSent { status, tag, .. } => {
+                assert_eq!(status, Status::STATUS_CONNECTION_DISCONNECTED);
+                assert!(!std::mem::replace(&mut seen[tag as usize], true), "message {tag} reported twice");
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    ma.shutdown().unwrap();
+}

@@ -66,6 +66,87 @@ struct OutQueue {
     unconfirmed: usize,
 }
 
+impl OutQueue {
+    /// `written` more bytes of the queue's front went out: drops the frames
+    /// now wholly written (and their payloads).
+    fn consume(&mut self, mut written: usize) {
+        while written > 0 {
+            let left = self.frames[0].len() - self.head_written;
+            if written >= left {
+                written -= left;
+                self.frames.pop_front();
+                self.head_written = 0;
+            } else {
+                self.head_written += written;
+                written = 0;
+            }
+        }
+    }
+}
+
+/// The writer thread's batches end at the first frame boundary past this.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// What the writer thread writes with the queue unlocked: copies of the
+/// frames' heads and confirmations (small) and shares of their payloads
+/// (never copied).
+#[derive(Default)]
+struct Snapshot {
+    small: Vec<u8>,
+    /// (payload, start, end) or, with `None`, a range of `small`.
+    parts: Vec<(Option<Payload>, usize, usize)>,
+}
+
+impl Snapshot {
+    /// Takes up to `MAX_IOV` parts from the front of `q`, past what is written.
+    fn take(&mut self, q: &OutQueue) {
+        self.small.clear();
+        self.parts.clear();
+        let mut skip = q.head_written;
+        'frames: for f in q.frames.iter() {
+            for (i, part) in f.parts().into_iter().enumerate() {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                match (i, &f.payload) {
+                    (1, Some((p, _))) => self.parts.push((Some(p.clone()), skip, part.len())),
+                    _ => {
+                        let at = self.small.len();
+                        self.small.extend_from_slice(&part[skip..]);
+                        self.parts.push((None, at, self.small.len()));
+                    }
+                }
+                skip = 0;
+                if self.parts.len() == MAX_IOV {
+                    break 'frames;
+                }
+            }
+            // End a batch at a frame boundary once it is big enough to
+            // fill the socket: a write that went on into the next frame
+            // would keep the finished one queued (its payload shared) until
+            // the whole write returns, long after the peer confirmed it.
+            if self.bytes() >= BATCH_BYTES {
+                break;
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.parts.iter().map(|(_, a, b)| b - a).sum()
+    }
+
+    fn iov(&self) -> Vec<IoSlice<'_>> {
+        self.parts
+            .iter()
+            .map(|(p, a, b)| match p {
+                Some(p) => IoSlice::new(&p[*a..*b]),
+                None => IoSlice::new(&self.small[*a..*b]),
+            })
+            .collect()
+    }
+}
+
 /// Returned by sends on a link that has died.
 #[derive(Debug)]
 pub(crate) struct LinkDown;
@@ -260,24 +341,13 @@ impl Conn {
                     }
                 }
             }
-            let mut written = match self.stream.write_nonblocking(&iov[..n]) {
+            let written = match self.stream.write_nonblocking(&iov[..n]) {
                 Ok(w) => w,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             };
             self.last_tx_ms.store(self.now_ms(), Ordering::Relaxed);
-            // Drop the frames that are wholly written (and their payloads).
-            while written > 0 {
-                let left = q.frames[0].len() - q.head_written;
-                if written >= left {
-                    written -= left;
-                    q.frames.pop_front();
-                    q.head_written = 0;
-                } else {
-                    q.head_written += written;
-                    written = 0;
-                }
-            }
+            q.consume(written);
         }
         Ok(true)
     }
@@ -353,8 +423,16 @@ impl Conn {
         !self.out.lock().dead && !self.killed.load(Ordering::Acquire)
     }
 
-    /// The writer thread: drains a backlog the senders could not write without blocking.
+    /// The writer thread: drains a backlog the senders could not write
+    /// without blocking. While `backlog` is set it alone writes, so it writes
+    /// with the queue unlocked: senders keep queueing (never waiting for the
+    /// socket), and it waits for room inside one blocking `sendmsg` per batch,
+    /// as a plain blocking socket would, instead of a `poll` and a short write
+    /// per socket buffer's worth. What it writes from are copies of the small
+    /// parts and shares of the payloads, so a link that dies meanwhile may
+    /// drop its queue: nothing is freed under the write.
     pub(crate) fn writer_loop(&self, poll_interval: Duration) {
+        let mut snap = Snapshot::default();
         loop {
             {
                 let mut q = self.out.lock();
@@ -364,21 +442,32 @@ impl Conn {
                 if q.dead {
                     return;
                 }
+                if q.frames.is_empty() {
+                    q.backlog = false;
+                    self.drained.notify_all();
+                    continue;
+                }
+                snap.take(&q);
             }
-            if let Err(e) = self.stream.wait_writable(poll_interval) {
-                self.kill(&format!("waiting to write failed: {e}"));
-                return;
-            }
+            let r = self.stream.write_blocking(&snap.iov(), poll_interval);
+            // Let go of the payloads now: a client may get its buffer back
+            // (and write to it) as soon as its message is confirmed.
+            snap.parts.clear();
             let mut q = self.out.lock();
             if q.dead {
                 return;
             }
-            match self.flush_locked(&mut q) {
-                Ok(true) => {
-                    q.backlog = false;
-                    self.drained.notify_all();
+            match r {
+                Ok(n) => {
+                    self.last_tx_ms.store(self.now_ms(), Ordering::Relaxed);
+                    q.consume(n);
+                    if q.frames.is_empty() {
+                        q.backlog = false;
+                        self.drained.notify_all();
+                    }
                 }
-                Ok(false) => {}
+                // No room within `poll_interval`: look at `dead`, and go on.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     self.die_locked(&mut q, format!("write failed: {e}"));
                     return;
@@ -539,7 +628,7 @@ impl Reader<'_> {
         while dst.len() < len {
             self.tick()?;
             let want = len - dst.len();
-            match self.stream.read_timeout_append(dst, want, self.params.heartbeat) {
+            match self.stream.read_rest_append(dst, want, self.params.heartbeat) {
                 Ok(Some(0)) => return Err("the peer closed the link".into()),
                 Ok(Some(_)) => self.last_rx = Instant::now(),
                 Ok(None) => {}

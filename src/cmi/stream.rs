@@ -1,13 +1,15 @@
 //! Byte streams under a link: sockets (Unix-domain and TCP, one fd type) and
 //! the in-process pipe. This file and `src/ffi/` are where `unsafe` lives: the
-//! system calls. Every write is `MSG_NOSIGNAL | MSG_DONTWAIT`, so a peer's death
-//! never raises SIGPIPE in the survivor and a sender never blocks on a slow link.
+//! system calls. Every write is `MSG_NOSIGNAL`, so a peer's death never raises
+//! SIGPIPE in the survivor; API threads write with `MSG_DONTWAIT` only, so a
+//! sender never blocks on a slow link (the link's writer thread alone waits for
+//! room, bounded by SO_SNDTIMEO).
 
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,8 +30,23 @@ pub(crate) trait Stream: Send + Sync {
         }
         Ok(got)
     }
+    /// Like `read_timeout_append`, but for the rest of a frame the peer is
+    /// in the middle of sending: waits (at most `timeout` without progress)
+    /// until all `max` bytes are there, in as few calls as the stream allows.
+    /// Not interruptible by `interrupt` (a reader yields only at frame
+    /// boundaries anyway); `shutdown` ends it.
+    fn read_rest_append(&self, v: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<Option<usize>> {
+        self.read_timeout_append(v, max, timeout)
+    }
     /// Writes what fits without blocking; `WouldBlock` when nothing fits.
     fn write_nonblocking(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Writes, waiting for room as needed, at most `timeout` without progress
+    /// (then `WouldBlock` if nothing was written). For the writer thread
+    /// only, which owns the backlog: `shutdown` ends the wait.
+    fn write_blocking(&self, bufs: &[IoSlice<'_>], timeout: Duration) -> io::Result<usize> {
+        self.wait_writable(timeout)?;
+        self.write_nonblocking(bufs)
+    }
     /// Waits until a write could make progress, or `timeout` passes.
     fn wait_writable(&self, timeout: Duration) -> io::Result<()>;
     /// Ends the stream both ways; blocked readers and writers return.
@@ -51,6 +68,9 @@ pub(crate) struct SocketStream {
     wake: OwnedFd,
     /// The last read filled the caller's buffer.
     more: AtomicBool,
+    /// SO_RCVTIMEO / SO_SNDTIMEO as last set, in microseconds (0: never set).
+    rcvtimeo_us: AtomicU64,
+    sndtimeo_us: AtomicU64,
 }
 
 /// What `poll` saw.
@@ -70,7 +90,57 @@ impl SocketStream {
         }
         // SAFETY: `w` is a fresh descriptor that nothing else owns.
         let wake = unsafe { OwnedFd::from_raw_fd(w) };
-        Ok(SocketStream { fd, wake, more: AtomicBool::new(false) })
+        Ok(SocketStream { fd, wake, more: AtomicBool::new(false), rcvtimeo_us: AtomicU64::new(0), sndtimeo_us: AtomicU64::new(0) })
+    }
+
+    /// Sets SO_RCVTIMEO or SO_SNDTIMEO (`opt`) to `timeout`, unless it is
+    /// already that (`cache`): the blocking calls are bounded by it, so a
+    /// stalled peer still lets the caller check its clocks and flags.
+    fn set_timeout(&self, opt: libc::c_int, cache: &AtomicU64, timeout: Duration) -> io::Result<()> {
+        let us = (timeout.as_micros().clamp(1000, 3_600_000_000)) as u64;
+        if cache.load(Ordering::Relaxed) == us {
+            return Ok(());
+        }
+        let tv = libc::timeval { tv_sec: (us / 1_000_000) as libc::time_t, tv_usec: (us % 1_000_000) as libc::suseconds_t };
+        // SAFETY: passes a live timeval and its exact size; the kernel only reads it.
+        let r = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        cache.store(us, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// One `sendmsg` of at most `MAX_IOV` slices, retried on EINTR.
+    fn sendmsg(&self, bufs: &[IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
+        let n = bufs.len().min(MAX_IOV);
+        // SAFETY: an all-zero msghdr is a valid "no name, no control" header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // IoSlice is guaranteed ABI-compatible with struct iovec on Unix.
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = n as _;
+        loop {
+            // SAFETY: msg points at `n` valid iovecs borrowed from `bufs`, which
+            // outlive the call; the kernel only reads them.
+            let r = unsafe {
+                libc::sendmsg(self.fd.as_raw_fd(), &msg, flags)
+            };
+            if r >= 0 {
+                return Ok(r as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
     }
 
     fn poll(&self, events: libc::c_short, timeout: Duration) -> io::Result<Ready> {
@@ -162,27 +232,41 @@ impl Stream for SocketStream {
         }
     }
 
-    fn write_nonblocking(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let n = bufs.len().min(MAX_IOV);
-        // SAFETY: an all-zero msghdr is a valid "no name, no control" header.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        // IoSlice is guaranteed ABI-compatible with struct iovec on Unix.
-        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = n as _;
+    fn read_rest_append(&self, v: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<Option<usize>> {
+        self.set_timeout(libc::SO_RCVTIMEO, &self.rcvtimeo_us, timeout)?;
+        let n = max.min(v.capacity() - v.len());
         loop {
-            // SAFETY: msg points at `n` valid iovecs borrowed from `bufs`, which
-            // outlive the call; the kernel only reads them.
-            let r = unsafe {
-                libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
-            };
+            let spare = v.spare_capacity_mut();
+            // SAFETY: `spare` is the vector's uninitialized capacity, at least
+            // `n` bytes, valid for writes for the duration of the call; the
+            // kernel writes at most `n` bytes into it. MSG_WAITALL: one call
+            // for the whole rest, the kernel waking this thread as it comes.
+            let r = unsafe { libc::recv(self.fd.as_raw_fd(), spare.as_mut_ptr().cast(), n, libc::MSG_WAITALL) };
             if r >= 0 {
-                return Ok(r as usize);
+                let r = r as usize;
+                // SAFETY: the kernel initialized the first `r` (<= n) bytes of
+                // the spare capacity.
+                unsafe { v.set_len(v.len() + r) };
+                self.more.store(false, Ordering::Relaxed);
+                return Ok(Some(r));
             }
             let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                // SO_RCVTIMEO ran out with nothing read.
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(e),
             }
         }
+    }
+
+    fn write_blocking(&self, bufs: &[IoSlice<'_>], timeout: Duration) -> io::Result<usize> {
+        self.set_timeout(libc::SO_SNDTIMEO, &self.sndtimeo_us, timeout)?;
+        self.sendmsg(bufs, libc::MSG_NOSIGNAL)
+    }
+
+    fn write_nonblocking(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.sendmsg(bufs, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
     }
 
     fn wait_writable(&self, timeout: Duration) -> io::Result<()> {
