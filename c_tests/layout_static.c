@@ -69,7 +69,8 @@ _Static_assert(offsetof(MPS_RECEIVED_EVENT_DATA, SynchronousStatus) == 20, "Sync
 _Static_assert(offsetof(MPS_RECEIVED_EVENT_DATA, FilamentHandle) == 24, "FilamentHandle");
 _Static_assert(offsetof(MPS_RECEIVED_EVENT_DATA, Context) == 32, "Context");
 _Static_assert(offsetof(MPS_RECEIVED_EVENT_DATA, SequenceTag) == 40, "SequenceTag");
-_Static_assert(sizeof(MPS_SESSION_INFO) == 20, "sizeof MPS_SESSION_INFO");
+_Static_assert(sizeof(MPS_SESSION_INFO) == 24, "sizeof MPS_SESSION_INFO");
+_Static_assert(offsetof(MPS_SESSION_INFO, SpPendingCallbacks) == 20, "SpPendingCallbacks");
 _Static_assert(offsetof(MPS_SESSION_INFO, BlockedReceivers) == 4, "BlockedReceivers");
 _Static_assert(offsetof(MPS_SESSION_INFO, Closing) == 16, "Closing");
 #endif

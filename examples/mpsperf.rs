@@ -531,9 +531,10 @@ impl Win {
     ///
     /// WORKLOADS.md W2: the sender blocks until an ack write arrives, then
     /// takes the acks in it. One CONFIRM frame is that write; the library
-    /// delivers its completions one callback each, and says how many of this
-    /// session's events are still queued behind the one running
-    /// (`session_info().pending_events`, `MpsQuerySession` in C). The sender
+    /// delivers its completions one callback each, and says how many events
+    /// are still queued behind the one running, over all sessions (they may
+    /// be spread over many, as in S1): `session_info().sp_pending_events`,
+    /// `MPS_SESSION_INFO.SpPendingCallbacks` in C. The sender
     /// is woken at the last of them, not at the first: woken at the first, on
     /// a shared CPU it preempts the callback thread and refills one slot per
     /// completion, two context switches per message.
@@ -542,7 +543,7 @@ impl Win {
         let m = m.clone();
         Arc::new(move |ev| {
             if let Event::MessageSent { session, status, tag, buffer, .. } = ev {
-                let more = m.session_info(session).map(|i| i.pending_events > 0).unwrap_or(false);
+                let more = m.session_info(session).map(|i| i.sp_pending_events > 0).unwrap_or(false);
                 let expect = w.next_tag[k].load(Ordering::Relaxed);
                 w.next_tag[k].store(expect + w.stride.load(Ordering::Relaxed), Ordering::Relaxed);
                 let bad = if status != Status::STATUS_SUCCESS {

@@ -291,6 +291,13 @@ typedef struct MPS_SESSION_INFO {
    * 1 when a close is pending, else 0.
    */
   ULONG Closing;
+  /**
+   * Events waiting for the callbacks of all of this SP's sessions, not yet
+   * started. Seen as 0 from a callback, the event it runs is the last one
+   * delivered so far: the end of a batch (the completions that one
+   * confirmation frame brought, say), when to wake a thread that waits for them.
+   */
+  ULONG SpPendingCallbacks;
 } MPS_SESSION_INFO;
 
 /**

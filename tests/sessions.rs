@@ -277,3 +277,50 @@ fn session_info_reports_queued_messages_receivers_and_closing() {
     assert_eq!(receiver.join().unwrap().unwrap_err(), Status::STATUS_CANCELLED);
     assert_eq!(m.session_info(s).unwrap_err(), Status::STATUS_INVALID_HANDLE);
 }
+
+/// `sp_pending_events` counts the events queued for every session's callback
+/// and not yet started: a callback that sees 0 runs the last one delivered.
+#[test]
+fn sp_pending_events_counts_queued_callbacks_over_all_sessions() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    let m = solo();
+    // The first event holds its worker until the test has seen the rest
+    // queued; then every callback reports what is queued behind it.
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let first = Arc::new(AtomicBool::new(true));
+    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+    let tx = Mutex::new(tx);
+    let (g, f, m2) = (gate.clone(), first.clone(), m.clone());
+    let cb: mps::Callback = Arc::new(move |ev| {
+        let s = match &ev {
+            mps::Event::MessageSent { session, .. } => *session,
+            mps::Event::MessageReceived(r) => r.session,
+            mps::Event::CloseCompleted { session, .. } => *session,
+        };
+        if f.swap(false, Ordering::AcqRel) {
+            let mut open = g.0.lock().unwrap();
+            while !*open {
+                open = g.1.wait(open).unwrap();
+            }
+        }
+        tx.lock().unwrap().send(m2.session_info(s).unwrap().sp_pending_events).unwrap();
+    });
+    // Sent to this SP's own session: each message makes two events on it,
+    // its arrival and its send's completion.
+    let a = m.open(Some(cb), 0, 0, "PendA", 0).unwrap();
+    for tag in 0..3 {
+        m.send_async(a, ME, MessageBuf::new(1).unwrap(), 1, tag, 0).unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    while m.session_info(a).unwrap().pending_events != 5 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "the six events never queued");
+        std::thread::yield_now();
+    }
+    assert_eq!(m.session_info(a).unwrap().sp_pending_events, 5, "five queued behind the one running");
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    let seen: Vec<usize> = (0..6).map(|_| rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap()).collect();
+    assert_eq!(seen, vec![5, 4, 3, 2, 1, 0], "each callback sees what is queued behind it");
+    assert_eq!(m.session_info(a).unwrap().sp_pending_events, 0);
+}

@@ -398,6 +398,7 @@ pub unsafe extern "C" fn MpsQuerySession(FilamentHandle: MPS_HANDLE, pInfo: PMPS
                         OutstandingSends: c(i.sends),
                         PendingCallbacks: c(i.pending_events),
                         Closing: i.closing as ULONG,
+                        SpPendingCallbacks: c(i.sp_pending_events),
                     };
                 }
                 Status::STATUS_SUCCESS.0

@@ -171,6 +171,11 @@ pub struct MPS_SESSION_INFO {
     pub PendingCallbacks: ULONG,
     /// 1 when a close is pending, else 0.
     pub Closing: ULONG,
+    /// Events waiting for the callbacks of all of this SP's sessions, not yet
+    /// started. Seen as 0 from a callback, the event it runs is the last one
+    /// delivered so far: the end of a batch (the completions that one
+    /// confirmation frame brought, say), when to wake a thread that waits for them.
+    pub SpPendingCallbacks: ULONG,
 }
 /// Pointer to an `MPS_SESSION_INFO`.
 pub type PMPS_SESSION_INFO = *mut MPS_SESSION_INFO;
@@ -224,7 +229,8 @@ const _: () = {
     assert!(offset_of!(MPS_RECEIVED_EVENT_DATA, FilamentHandle) == 24);
     assert!(offset_of!(MPS_RECEIVED_EVENT_DATA, Context) == 32);
     assert!(offset_of!(MPS_RECEIVED_EVENT_DATA, SequenceTag) == 40);
-    assert!(size_of::<MPS_SESSION_INFO>() == 20);
+    assert!(size_of::<MPS_SESSION_INFO>() == 24);
+    assert!(offset_of!(MPS_SESSION_INFO, SpPendingCallbacks) == 20);
     assert!(offset_of!(MPS_SESSION_INFO, BlockedReceivers) == 4);
     assert!(offset_of!(MPS_SESSION_INFO, Closing) == 16);
 };

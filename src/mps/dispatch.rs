@@ -7,6 +7,7 @@ use super::session::Session;
 use super::Core;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -19,6 +20,8 @@ struct RunQueue {
 }
 
 pub(crate) struct Dispatcher {
+    /// Events queued on sessions and not yet taken by a worker (all sessions).
+    queued: AtomicUsize,
     q: Mutex<RunQueue>,
     cv: Condvar,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -27,6 +30,7 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     pub fn new() -> Dispatcher {
         Dispatcher {
+            queued: AtomicUsize::new(0),
             q: Mutex::new(RunQueue { sessions: VecDeque::new(), stop: false }),
             cv: Condvar::new(),
             threads: Mutex::new(Vec::new()),
@@ -40,6 +44,21 @@ impl Dispatcher {
             t.push(std::thread::Builder::new().name(format!("mps-callback-{i}")).spawn(move || worker(&c))?);
         }
         Ok(())
+    }
+
+    /// An event is being queued on a session (under its lock).
+    pub fn count_event(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` queued events are dropped unrun (shutdown).
+    pub fn discount_events(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Events queued on all sessions, not yet taken by a worker.
+    pub fn queued_events(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Puts a session with new events on the run queue (the caller set its
@@ -97,7 +116,10 @@ fn worker(core: &Arc<Core>) {
             let ev = {
                 let mut st = s.st.lock();
                 match st.events.pop_front() {
-                    Some(ev) if ran < BATCH => ev,
+                    Some(ev) if ran < BATCH => {
+                        core.dispatcher.queued.fetch_sub(1, Ordering::Relaxed);
+                        ev
+                    }
                     Some(ev) => {
                         // Fairness: back of the queue, still scheduled.
                         st.events.push_front(ev);

@@ -110,6 +110,11 @@ pub struct SessionInfo {
     pub sends: usize,
     /// Events waiting for the callback.
     pub pending_events: usize,
+    /// Events waiting for the callbacks of all this SP's sessions (not yet
+    /// started). A callback that sees 0 runs the last event delivered so far:
+    /// the end of a batch (e.g. the completions of one CONFIRM frame spread
+    /// over many sessions), the moment to wake a thread waiting on them.
+    pub sp_pending_events: usize,
     /// `close` was called and the close is pending.
     pub closing: bool,
 }
@@ -352,6 +357,7 @@ impl Mps {
             receivers: st.receivers,
             sends: st.sends,
             pending_events: st.events.len(),
+            sp_pending_events: self.owner.core.dispatcher.queued_events(),
             closing: st.closing,
         })
     }
@@ -469,6 +475,7 @@ impl Core {
         self.table.remove(s);
         log!(Level::Debug, "session {:#x} closed", s.id.0);
         if notify {
+            self.dispatcher.count_event();
             st.events.push_back(Event::CloseCompleted { session: s.id, status: Status::STATUS_SUCCESS });
             self.schedule(s, st);
         }
@@ -572,6 +579,7 @@ impl Core {
             Pending::Sync(slot) => slot.complete(status),
             Pending::Async { session, buffer, tag, context } => {
                 let mut st = session.st.lock();
+                self.dispatcher.count_event();
                 st.events.push_back(Event::MessageSent { session: session.id, context, status, tag, buffer });
                 self.schedule(&session, &mut st);
             }
@@ -781,6 +789,7 @@ impl Core {
             st.queue.push_back(msg);
         } else {
             st.received_events += 1;
+            self.dispatcher.count_event();
             st.events.push_back(Event::MessageReceived(msg));
             self.schedule(s, &mut st);
         }
@@ -813,6 +822,7 @@ impl Core {
                 Pending::Sync(slot) => slot.complete(status),
                 Pending::Async { session, buffer, tag, context } => {
                     let mut st = session.st.lock();
+                    self.dispatcher.count_event();
                     st.events.push_back(Event::MessageSent { session: session.id, context, status, tag, buffer });
                     if !st.scheduled {
                         st.scheduled = true;
@@ -890,6 +900,7 @@ impl Core {
             let mut st = s.st.lock();
             st.closed = true;
             st.queue.clear();
+            self.dispatcher.discount_events(st.events.len());
             st.events.clear();
             self.table.remove(&s);
         }
