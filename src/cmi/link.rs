@@ -165,6 +165,8 @@ pub struct Conn {
     writer_wake: Condvar,
     /// Monotonic milliseconds (since `clock_base`) of the last write.
     last_tx_ms: AtomicU64,
+    /// Monotonic milliseconds (since `clock_base`) of the last byte read.
+    last_rx_ms: AtomicU64,
     clock_base: Instant,
     dead_reason: Mutex<Option<String>>,
     /// Signalled when the writer empties the queue (for `drain`).
@@ -220,6 +222,7 @@ impl Conn {
             out: Mutex::new(OutQueue { frames: VecDeque::new(), head_written: 0, backlog: false, dead: false, unconfirmed: 0 }),
             writer_wake: Condvar::new(),
             last_tx_ms: AtomicU64::new(0),
+            last_rx_ms: AtomicU64::new(0),
             clock_base: Instant::now(),
             dead_reason: Mutex::new(None),
             drained: Condvar::new(),
@@ -306,6 +309,31 @@ impl Conn {
 
     fn send_heartbeat(&self) -> Result<(), LinkDown> {
         self.enqueue(OutFrame::small(&frame::heartbeat()))
+    }
+
+    /// Bytes arrived from the peer.
+    fn heard(&self) {
+        self.last_rx_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// The clocks of a link, looked at by the SP's watch thread (at least
+    /// twice per heartbeat interval), so that no reader has to wake up for
+    /// them: a heartbeat when nothing was written for an interval, and the end
+    /// of the link when nothing was read for the dead-peer timeout.
+    pub(crate) fn watch(&self, p: &LinkParams) {
+        let now = self.now_ms();
+        let silent = now.saturating_sub(self.last_rx_ms.load(Ordering::Relaxed));
+        if silent >= p.dead_timeout.as_millis() as u64 {
+            self.kill(&format!("no frame from the peer for {silent} ms: declared dead"));
+            return;
+        }
+        let idle = now.saturating_sub(self.last_tx_ms.load(Ordering::Relaxed));
+        if idle >= p.heartbeat.as_millis() as u64 {
+            // After a failed write there is nothing to send with; the link
+            // ends at the peer's end-of-stream or the dead-peer timeout.
+            let _ = self.send_heartbeat();
+            self.last_tx_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
     }
 
     fn enqueue(&self, f: OutFrame) -> Result<(), LinkDown> {
@@ -484,6 +512,11 @@ pub(crate) struct LinkParams {
     pub max_message: u32,
     pub heartbeat: Duration,
     pub dead_timeout: Duration,
+    /// How long a reader waits for bytes before it looks at the clocks
+    /// itself. `Duration::MAX` (under `Cmi`): never; the SP's watch thread
+    /// sends the heartbeats and declares silent peers dead (`Conn::watch`),
+    /// and a reader blocks with no timer to arm and cancel per wait.
+    pub read_wait: Duration,
 }
 
 impl LinkParams {
@@ -537,25 +570,25 @@ impl ReadBuf {
 /// Why a link ended, for the log.
 pub(crate) type EndReason = String;
 
-/// Reads, with heartbeats and the dead-peer check, for one link.
+/// Reads for one link; whenever a wait ends without bytes (after
+/// `read_wait`, or an interrupt) it looks at the stop flag and the link's
+/// clocks (`Conn::watch`).
 struct Reader<'a> {
     conn: &'a Conn,
     params: LinkParams,
     stream: &'a dyn Stream,
-    last_rx: Instant,
     stop: &'a AtomicBool,
 }
 
 impl Reader<'_> {
-    /// Reads at least one byte into `dst`. Sends heartbeats and checks the
-    /// dead-peer timeout while it waits.
+    /// Reads at least one byte into `dst`.
     fn read_some(&mut self, dst: &mut [u8]) -> Result<usize, EndReason> {
         loop {
             self.tick()?;
-            match self.stream.read_timeout(dst, self.params.heartbeat) {
+            match self.stream.read_timeout(dst, self.params.read_wait) {
                 Ok(Some(0)) => return Err("the peer closed the link".into()),
                 Ok(Some(n)) => {
-                    self.last_rx = Instant::now();
+                    self.conn.heard();
                     return Ok(n);
                 }
                 Ok(None) => {}
@@ -571,16 +604,9 @@ impl Reader<'_> {
         if self.conn.killed.load(Ordering::Acquire) {
             return Err(self.conn.dead_reason.lock().clone().unwrap_or_else(|| "link closed".into()));
         }
-        let silent = self.last_rx.elapsed();
-        if silent >= self.params.dead_timeout {
-            return Err(format!("no frame from the peer for {} ms: declared dead", silent.as_millis()));
-        }
-        let idle = self.conn.now_ms().saturating_sub(self.conn.last_tx_ms.load(Ordering::Relaxed));
-        if idle >= self.params.heartbeat.as_millis() as u64 {
-            // After a failed write there is nothing to send with; the reader
-            // goes on until the peer's end-of-stream or the dead-peer timeout.
-            let _ = self.conn.send_heartbeat();
-            self.conn.last_tx_ms.store(self.conn.now_ms(), Ordering::Relaxed);
+        self.conn.watch(&self.params);
+        if self.conn.killed.load(Ordering::Acquire) {
+            return Err(self.conn.dead_reason.lock().clone().unwrap_or_else(|| "link closed".into()));
         }
         Ok(())
     }
@@ -596,10 +622,10 @@ impl Reader<'_> {
             self.tick()?;
             rb.make_room(PREFIX_LEN);
             let end = rb.end;
-            match self.stream.read_timeout(&mut rb.buf[end..], self.params.heartbeat) {
+            match self.stream.read_timeout(&mut rb.buf[end..], self.params.read_wait) {
                 Ok(Some(0)) => return Err("the peer closed the link".into()),
                 Ok(Some(n)) => {
-                    self.last_rx = Instant::now();
+                    self.conn.heard();
                     rb.end += n;
                     return Ok(true);
                 }
@@ -630,7 +656,7 @@ impl Reader<'_> {
             let want = len - dst.len();
             match self.stream.read_rest_append(dst, want, self.params.heartbeat) {
                 Ok(Some(0)) => return Err("the peer closed the link".into()),
-                Ok(Some(_)) => self.last_rx = Instant::now(),
+                Ok(Some(_)) => self.conn.heard(),
                 Ok(None) => {}
                 Err(e) => return Err(format!("read failed: {e}")),
             }
@@ -673,7 +699,6 @@ impl<A> Owed<A> {
 /// thread reading the stream.
 pub(crate) struct RxCtx {
     rb: ReadBuf,
-    last_rx: Instant,
 }
 
 impl RxCtx {
@@ -681,7 +706,7 @@ impl RxCtx {
         let mut rb = ReadBuf::new();
         rb.buf[..leftover.len()].copy_from_slice(leftover);
         rb.end = leftover.len();
-        RxCtx { rb, last_rx: Instant::now() }
+        RxCtx { rb }
     }
 }
 
@@ -704,7 +729,7 @@ pub(crate) fn read_stint<U: Upcall>(
     stop: &AtomicBool,
     until: &dyn Fn() -> bool,
 ) -> Stint {
-    let mut r = Reader { conn, params, stream: conn.stream.as_ref(), last_rx: ctx.last_rx, stop };
+    let mut r = Reader { conn, params, stream: conn.stream.as_ref(), stop };
     let mut owed = Owed { confirms: Vec::new(), accepted: Vec::new() };
     let end = loop {
         if ctx.rb.available().is_empty() {
@@ -724,7 +749,6 @@ pub(crate) fn read_stint<U: Upcall>(
         }
     };
     owed.settle(conn, up);
-    ctx.last_rx = r.last_rx;
     end
 }
 
@@ -924,7 +948,7 @@ mod tests {
     static NO_STOP: AtomicBool = AtomicBool::new(false);
 
     fn params() -> LinkParams {
-        LinkParams { local: SpId::a(0), max_message: 1 << 20, heartbeat: Duration::from_millis(50), dead_timeout: Duration::from_millis(2000) }
+        LinkParams { local: SpId::a(0), max_message: 1 << 20, heartbeat: Duration::from_millis(50), dead_timeout: Duration::from_millis(2000), read_wait: Duration::from_millis(50) }
     }
 
     #[test]

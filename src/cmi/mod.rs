@@ -462,6 +462,8 @@ impl<U: Upcall> Cmi<U> {
             max_message: cfg.max_message_size,
             heartbeat: cfg.heartbeat_interval,
             dead_timeout: cfg.dead_peer_timeout,
+            // The watch thread below keeps the clocks: readers wait untimed.
+            read_wait: Duration::MAX,
         };
         let peers = cfg
             .peers
@@ -539,6 +541,22 @@ impl<U: Upcall> Cmi<U> {
                 }
             })?;
         }
+        // The links' clocks (Conn::watch): heartbeats out when a link is idle,
+        // a silent peer declared dead; twice per heartbeat interval, so
+        // heartbeats leave at most 1.5 intervals apart (the dead-peer timeout
+        // is at least two).
+        let sh = shared.clone();
+        shared.spawn(format!("mps-watch-{}", cfg.local), move || {
+            let period = (sh.params.heartbeat / 2).max(Duration::from_millis(1));
+            while sh.pause(period) {
+                for p in &sh.peers {
+                    let c = p.conn.lock().clone();
+                    if let Some(c) = c {
+                        c.watch(&sh.params);
+                    }
+                }
+            }
+        })?;
         for (i, p) in shared.peers.iter().enumerate() {
             if p.dials {
                 let sh = shared.clone();

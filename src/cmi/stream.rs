@@ -148,7 +148,8 @@ impl SocketStream {
             libc::pollfd { fd: self.fd.as_raw_fd(), events, revents: 0 },
             libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
-        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // Duration::MAX: no timeout (-1), so no timer per wait.
+        let ms = if timeout == Duration::MAX { -1 } else { timeout.as_millis().min(i32::MAX as u128) as libc::c_int };
         loop {
             // SAFETY: `pfd` is a valid array of 2 pollfds for the duration of
             // the call, and nfds is 2.
@@ -357,15 +358,21 @@ impl InprocStream {
 
 impl Stream for InprocStream {
     fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
-        let deadline = Instant::now() + timeout;
+        // None (Duration::MAX): no deadline.
+        let deadline = Instant::now().checked_add(timeout);
         let mut st = self.rx.state.lock();
         while st.data.is_empty() && !st.closed {
             if st.interrupted {
                 st.interrupted = false;
                 return Ok(None);
             }
-            if self.rx.readable.wait_until(&mut st, deadline).timed_out() && st.data.is_empty() && !st.closed {
-                return Ok(None);
+            match deadline {
+                Some(d) => {
+                    if self.rx.readable.wait_until(&mut st, d).timed_out() && st.data.is_empty() && !st.closed {
+                        return Ok(None);
+                    }
+                }
+                None => self.rx.readable.wait(&mut st),
             }
         }
         let n = buf.len().min(st.data.len());
