@@ -416,3 +416,38 @@ fn a_peer_that_stops_reading_cannot_wedge_the_writer() {
     }
     ma.shutdown().unwrap();
 }
+
+/// A synchronous send waits on the socket alone (no interrupt) for its
+/// confirmation. Shutdown must still end it: here the peer is alive (it sends
+/// heartbeats) but never confirms, nor closes its end, so the orderly close
+/// takes its bound (the dead-peer timeout, 1 s) and then the send fails.
+#[test]
+fn shutdown_ends_a_synchronous_send_that_is_reading_the_link() {
+    let (_dir, listener, ma) = sp_a_with_fake_b("[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 1000\n");
+    let peer = fake_peer(&listener);
+    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+    // The fake peer's heartbeats, until A closes the link.
+    let mut hb = peer.try_clone().unwrap();
+    let beater = std::thread::spawn(move || {
+        while hb.write_all(&mps::cmi::frame::heartbeat()).is_ok() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let s = ma.open(None, 0, 0, "Never", 0).unwrap();
+    let ma2 = ma.clone();
+    let sender = std::thread::spawn(move || ma2.send_sync(s, B, &MessageBuf::new(1).unwrap(), 1, 0));
+    let t0 = std::time::Instant::now();
+    while ma.session_info(s).unwrap().sends == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the send never started");
+        std::thread::yield_now();
+    }
+    ma.shutdown().unwrap();
+    let r = sender.join().unwrap();
+    assert!(
+        matches!(r, Err(Status::STATUS_CONNECTION_DISCONNECTED) | Err(Status::STATUS_PIPE_CLOSING)),
+        "unexpected {r:?}"
+    );
+    // A closed the link: the peer's writes fail and the beater stops.
+    drop(peer);
+    beater.join().unwrap();
+}

@@ -578,6 +578,8 @@ struct Reader<'a> {
     params: LinkParams,
     stream: &'a dyn Stream,
     stop: &'a AtomicBool,
+    /// Only the stream's bytes can end this reader's wait (see `read_stint`).
+    uninterruptible: bool,
 }
 
 impl Reader<'_> {
@@ -622,7 +624,12 @@ impl Reader<'_> {
             self.tick()?;
             rb.make_room(PREFIX_LEN);
             let end = rb.end;
-            match self.stream.read_timeout(&mut rb.buf[end..], self.params.read_wait) {
+            let got = if self.uninterruptible && self.params.read_wait == Duration::MAX {
+                self.stream.read_uninterruptible(&mut rb.buf[end..])
+            } else {
+                self.stream.read_timeout(&mut rb.buf[end..], self.params.read_wait)
+            };
+            match got {
                 Ok(Some(0)) => return Err("the peer closed the link".into()),
                 Ok(Some(n)) => {
                     self.conn.heard();
@@ -720,7 +727,11 @@ pub(crate) enum Stint {
 
 /// Reads frames until `until()` says stop (it is asked at frame boundaries,
 /// whenever a wait ends without data) or the link ends. Confirmations owed are
-/// always sent before it returns.
+/// always sent before it returns. An `uninterruptible` reader (one whose wait
+/// only the link's own bytes can end: a synchronous send's confirmation)
+/// waits on the socket alone, not on the interrupt too; a kill (dead peer,
+/// shutdown of the link) still ends its wait, and `stop` is seen at the
+/// peer's next frame (its heartbeats, at the latest).
 pub(crate) fn read_stint<U: Upcall>(
     conn: &Conn,
     ctx: &mut RxCtx,
@@ -728,8 +739,9 @@ pub(crate) fn read_stint<U: Upcall>(
     up: &U,
     stop: &AtomicBool,
     until: &dyn Fn() -> bool,
+    uninterruptible: bool,
 ) -> Stint {
-    let mut r = Reader { conn, params, stream: conn.stream.as_ref(), stop };
+    let mut r = Reader { conn, params, stream: conn.stream.as_ref(), stop, uninterruptible };
     let mut owed = Owed { confirms: Vec::new(), accepted: Vec::new() };
     let end = loop {
         if ctx.rb.available().is_empty() {
@@ -764,7 +776,7 @@ pub(crate) fn run_reader<U: Upcall>(
 ) -> EndReason {
     let mut ctx = RxCtx::new(&leftover);
     loop {
-        if let Stint::Ended(reason) = read_stint(conn, &mut ctx, params, up, stop, &|| false) {
+        if let Stint::Ended(reason) = read_stint(conn, &mut ctx, params, up, stop, &|| false, false) {
             return reason;
         }
     }

@@ -321,9 +321,15 @@ impl<U: Upcall> Shared<U> {
             }
             let stint = {
                 let mut ctx = conn.rx.lock();
-                link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, &|| {
-                    conn.wanting.load(Ordering::Acquire) > 0
-                })
+                link::read_stint(
+                    conn,
+                    &mut ctx,
+                    self.params,
+                    self.up.as_ref(),
+                    &self.stop,
+                    &|| conn.wanting.load(Ordering::Acquire) > 0,
+                    false,
+                )
             };
             {
                 let mut role = conn.role.lock();
@@ -343,7 +349,7 @@ impl<U: Upcall> Shared<U> {
     /// link's thread, which would then wake it (one context switch each way
     /// saved: what a blocking ping-pong costs, seed FIG. 5 and 7). When another
     /// API thread reads, it blocks in `block()` until that one completes it.
-    fn wait_on_link(&self, conn: &Arc<Conn>, done: &dyn Fn() -> bool, block: &dyn Fn()) {
+    fn wait_on_link(&self, conn: &Arc<Conn>, done: &dyn Fn() -> bool, block: &dyn Fn(), uninterruptible: bool) {
         let mut role = conn.role.lock();
         loop {
             if done() {
@@ -380,7 +386,7 @@ impl<U: Upcall> Shared<U> {
         drop(role);
         let stint = {
             let mut ctx = conn.rx.lock();
-            link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done)
+            link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done, uninterruptible)
         };
         let mut role = conn.role.lock();
         role.holder = Holder::Nobody;
@@ -573,8 +579,8 @@ impl<U: Upcall> Cmi<U> {
 
     /// Waits for `done()` on `conn`, reading the link itself when it can (see
     /// `Shared::wait_on_link`); `block()` waits for `done()` otherwise.
-    pub(crate) fn wait_on_link(&self, conn: &Arc<Conn>, done: &dyn Fn() -> bool, block: &dyn Fn()) {
-        self.shared.wait_on_link(conn, done, block)
+    pub(crate) fn wait_on_link(&self, conn: &Arc<Conn>, done: &dyn Fn() -> bool, block: &dyn Fn(), uninterruptible: bool) {
+        self.shared.wait_on_link(conn, done, block, uninterruptible)
     }
 
     /// The live link to `sp`, `Ok(None)` when it is down.

@@ -18,6 +18,13 @@ pub(crate) trait Stream: Send + Sync {
     /// Reads into `buf`, waiting at most `timeout`. `Ok(None)`: the time ran
     /// out; `Ok(Some(0))`: the far end closed.
     fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>>;
+    /// Like `read_timeout` with no timeout, but not interruptible
+    /// (`shutdown` still ends it): for a reader that only the stream's own
+    /// bytes can satisfy (a synchronous send's confirmation), which then
+    /// waits on the socket alone, without the interrupt's eventfd.
+    fn read_uninterruptible(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.read_timeout(buf, Duration::MAX)
+    }
     /// Like `read_timeout`, but appends to `v` (at most `max` bytes, within
     /// its spare capacity): a large message is read straight into its own
     /// allocation, with no copy and no zero-filling first.
@@ -93,6 +100,37 @@ impl SocketStream {
         Ok(SocketStream { fd, wake, more: AtomicBool::new(false), rcvtimeo_us: AtomicU64::new(0), sndtimeo_us: AtomicU64::new(0) })
     }
 
+    /// Reads after a `poll` on the socket and (`nfds` 2) the interrupt.
+    fn read_polled(&self, buf: &mut [u8], timeout: Duration, nfds: libc::nfds_t) -> io::Result<Option<usize>> {
+        // When the last read filled the buffer, more is probably waiting:
+        // read at once. Otherwise the next bytes are probably not there yet
+        // (a reply in a ping-pong): wait first, and spare the failed read.
+        let mut try_first = self.more.load(Ordering::Relaxed);
+        loop {
+            if !try_first {
+                match self.poll_n(libc::POLLIN, timeout, nfds)? {
+                    Ready::Socket => {}
+                    Ready::Interrupted | Ready::TimedOut => return Ok(None),
+                }
+            }
+            // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes
+            // owned by the caller for the duration of the call.
+            let n = unsafe {
+                libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+            };
+            if n >= 0 {
+                self.more.store(n as usize == buf.len() && n > 0, Ordering::Relaxed);
+                return Ok(Some(n as usize));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => try_first = false,
+                _ => return Err(e),
+            }
+        }
+    }
+
     /// Sets SO_RCVTIMEO or SO_SNDTIMEO (`opt`) to `timeout`, unless it is
     /// already that (`cache`): the blocking calls are bounded by it, so a
     /// stalled peer still lets the caller check its clocks and flags.
@@ -144,6 +182,11 @@ impl SocketStream {
     }
 
     fn poll(&self, events: libc::c_short, timeout: Duration) -> io::Result<Ready> {
+        self.poll_n(events, timeout, 2)
+    }
+
+    /// `poll` on the socket and, with `nfds` 2, the interrupt.
+    fn poll_n(&self, events: libc::c_short, timeout: Duration, nfds: libc::nfds_t) -> io::Result<Ready> {
         let mut pfd = [
             libc::pollfd { fd: self.fd.as_raw_fd(), events, revents: 0 },
             libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -152,8 +195,8 @@ impl SocketStream {
         let ms = if timeout == Duration::MAX { -1 } else { timeout.as_millis().min(i32::MAX as u128) as libc::c_int };
         loop {
             // SAFETY: `pfd` is a valid array of 2 pollfds for the duration of
-            // the call, and nfds is 2.
-            let r = unsafe { libc::poll(pfd.as_mut_ptr(), 2, ms) };
+            // the call, and nfds is 1 or 2.
+            let r = unsafe { libc::poll(pfd.as_mut_ptr(), nfds, ms) };
             if r > 0 {
                 if pfd[1].revents != 0 {
                     let mut v = 0u64;
@@ -177,33 +220,11 @@ impl SocketStream {
 
 impl Stream for SocketStream {
     fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
-        // When the last read filled the buffer, more is probably waiting:
-        // read at once. Otherwise the next bytes are probably not there yet
-        // (a reply in a ping-pong): wait first, and spare the failed read.
-        let mut try_first = self.more.load(Ordering::Relaxed);
-        loop {
-            if !try_first {
-                match self.poll(libc::POLLIN, timeout)? {
-                    Ready::Socket => {}
-                    Ready::Interrupted | Ready::TimedOut => return Ok(None),
-                }
-            }
-            // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes
-            // owned by the caller for the duration of the call.
-            let n = unsafe {
-                libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
-            };
-            if n >= 0 {
-                self.more.store(n as usize == buf.len() && n > 0, Ordering::Relaxed);
-                return Ok(Some(n as usize));
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => try_first = false,
-                _ => return Err(e),
-            }
-        }
+        self.read_polled(buf, timeout, 2)
+    }
+
+    fn read_uninterruptible(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        self.read_polled(buf, Duration::MAX, 1)
     }
 
     fn read_timeout_append(&self, v: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<Option<usize>> {

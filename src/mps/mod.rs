@@ -601,9 +601,16 @@ impl Core {
             Ok(Some(conn)) => {
                 // Read the confirmation ourselves if no one else is reading.
                 let cmi = self.cmi.get().expect("a remote send had a link");
-                cmi.wait_on_link(&conn, &|| slot.is_done(), &|| {
-                    slot.wait();
-                });
+                // Only this link's bytes complete the slot (its confirmation,
+                // or the link's end): no interrupt needed while reading.
+                cmi.wait_on_link(
+                    &conn,
+                    &|| slot.is_done(),
+                    &|| {
+                        slot.wait();
+                    },
+                    true,
+                );
                 slot.wait()
             }
             Ok(None) => slot.wait(),
@@ -700,7 +707,7 @@ impl Core {
         };
         if let (Some(conn), Some(cmi)) = (conn, self.cmi.get()) {
             w.lead(&conn, || {
-                cmi.wait_on_link(&conn, &|| w.is_done(), &|| w.wait_done());
+                cmi.wait_on_link(&conn, &|| w.is_done(), &|| w.wait_done(), false);
             });
         }
         let got = w.wait(deadline);
