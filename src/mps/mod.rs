@@ -17,6 +17,7 @@ use crate::status::Status;
 use dispatch::Dispatcher;
 use parking_lot::Mutex;
 use session::{Key, Session, SyncSlot, Table, Waiter};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -175,7 +176,7 @@ pub(crate) struct Core {
     dispatcher: Dispatcher,
     cmi: once_cell::sync::OnceCell<Cmi<Up>>,
     /// Sends awaiting confirmation, per peer SP.
-    outstanding: HashMap<SpId, Mutex<HashMap<u64, Outstanding>>>,
+    outstanding: HashMap<SpId, Mutex<FxHashMap<u64, Outstanding>>>,
     next_message_id: AtomicU64,
     stopped: AtomicBool,
 }
@@ -256,7 +257,7 @@ impl Mps {
     /// Starts an SP: listens, dials its peers, starts the callback threads.
     pub fn start(cfg: Config) -> Result<Mps, ConfigError> {
         let cfg = Arc::new(cfg);
-        let outstanding = cfg.peers.iter().map(|p| (p.sp, Mutex::new(HashMap::new()))).collect();
+        let outstanding = cfg.peers.iter().map(|p| (p.sp, Mutex::new(FxHashMap::default()))).collect();
         let core = Arc::new(Core {
             cfg: cfg.clone(),
             table: Table::default(),

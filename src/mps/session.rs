@@ -5,7 +5,8 @@ use super::{Callback, Event, ReceivedMessage, SessionId};
 use crate::cmi::Conn;
 use crate::status::Status;
 use parking_lot::{Condvar, Mutex, RwLock};
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -206,7 +207,7 @@ struct Slot {
 pub(crate) struct Table {
     slots: RwLock<Vec<Slot>>,
     free: Mutex<Vec<u32>>,
-    names: RwLock<HashMap<Key, HashMap<String, Arc<Session>>>>,
+    names: RwLock<FxHashMap<Key, FxHashMap<String, Arc<Session>>>>,
 }
 
 impl SessionId {
