@@ -326,6 +326,71 @@ static void callback_serialized_in_order_on_library_thread(void)
     CHECK_STATUS_EITHER(STATUS_SUCCESS, STATUS_PENDING, MpsClose(session_a));
 }
 
+/* ---- SpPendingCallbacks: what waits behind the running callback. */
+static struct {
+    int gate_open;
+    int first_seen;
+    ULONG left[8];
+    int n;
+} pend;
+
+static NTSTATUS cb_pending(MPS_EVENT Event, PVOID Data)
+{
+    MPS_HANDLE h = NULL;
+    MPS_SESSION_INFO info;
+    int first;
+    if (Event == MpsEventMessageSent)
+        h = ((PMPS_SEND_EVENT_DATA)Data)->FilamentHandle;
+    else if (Event == MpsEventMessageReceived)
+        h = ((PMPS_RECEIVED_EVENT_DATA)Data)->FilamentHandle;
+    else
+        return STATUS_SUCCESS;
+    /* The first event holds its thread until the test has seen the others queued. */
+    pthread_mutex_lock(&h_mu);
+    first = !pend.first_seen;
+    pend.first_seen = 1;
+    pthread_cond_broadcast(&h_cv);
+    while (first && !pend.gate_open)
+        pthread_cond_wait(&h_cv, &h_mu);
+    pthread_mutex_unlock(&h_mu);
+    CHECK_STATUS(STATUS_SUCCESS, MpsQuerySession(h, &info));
+    if (Event == MpsEventMessageReceived)
+        CHECK_STATUS(STATUS_SUCCESS, MpsReleaseReceivedMessage(Data));
+    else
+        CHECK_STATUS(STATUS_SUCCESS, MpsFreeMessage(((PMPS_SEND_EVENT_DATA)Data)->Ptr));
+    H_UPDATE(pend.n < 8 ? (void)(pend.left[pend.n++] = info.SpPendingCallbacks) : (void)0);
+    return STATUS_SUCCESS;
+}
+
+static void callback_sp_pending_callbacks_counts_down_to_the_last(void)
+{
+    ULONG i;
+    MPS_SESSION_INFO info;
+    double deadline = h_now() + H_WAIT_SECONDS;
+    session_a = h_open(cb_pending, L"Pending", NULL);
+    /* Three messages to this SP's own session: six events (three arrivals,
+     * three completions), all on one session, run one at a time. */
+    for (i = 1; i <= 3; i++)
+        send_loopback_async(session_a, i, 16);
+    WAIT_UNTIL(pend.first_seen, H_WAIT_SECONDS);
+    for (;;) {
+        CHECK_STATUS(STATUS_SUCCESS, MpsQuerySession(session_a, &info));
+        if (info.PendingCallbacks == 5)
+            break;
+        if (h_now() > deadline)
+            FAIL("the six events never queued (%u pending)", (unsigned)info.PendingCallbacks);
+        sched_yield();
+    }
+    CHECK_EQ_U(5, info.SpPendingCallbacks);
+    H_UPDATE(pend.gate_open = 1);
+    WAIT_UNTIL(pend.n == 6, H_WAIT_SECONDS);
+    for (i = 0; i < 6; i++)
+        CHECK_EQ_U(5 - i, pend.left[i]);
+    CHECK_STATUS(STATUS_SUCCESS, MpsQuerySession(session_a, &info));
+    CHECK_EQ_U(0, info.SpPendingCallbacks);
+    CHECK_STATUS_EITHER(STATUS_SUCCESS, STATUS_PENDING, MpsClose(session_a));
+}
+
 int main(int argc, char **argv)
 {
     static const h_case cases[] = {
@@ -337,6 +402,7 @@ int main(int argc, char **argv)
         H_CASE(callback_close_own_session),
         H_CASE(callback_open_new_session),
         H_CASE(callback_serialized_in_order_on_library_thread),
+        H_CASE(callback_sp_pending_callbacks_counts_down_to_the_last),
     };
     return harness_main(argc, argv, cases, sizeof cases / sizeof cases[0]);
 }
