@@ -76,13 +76,13 @@ pub trait Upcall: Send + Sync + 'static {
 
 /// The longest a link goes unread after an API thread stops reading it and
 /// before its own thread takes over (unless woken sooner). It is also how
-/// often a link's thread wakes while API threads do the reading: at 500 us
-/// those wake-ups (two links, 4,000 a second) made W1 bimodal from one run
-/// to the next (medians 11.0 or 13.9-14.4 us, same build); from 2 ms on,
-/// every run was the fast one (10.7-10.8 us, 5 of 5; 1 ms: 2 of 6 slow).
-/// The price: a frame nobody waits for (an asynchronous message, a
-/// confirmation of an asynchronous send) that arrives just after a
-/// synchronous caller stopped reading waits up to this long.
+/// often a link's thread wakes while API threads do the reading. At 500 us
+/// (two links: 4,000 wake-ups a second) W1's per-run medians were 11.0,
+/// 13.9 and 14.4 us in one run; at 2 ms five runs in a row gave 10.7-10.8,
+/// though later ones were slow at times too (docs/PERFORMANCE.md), and S3
+/// gained a fifth. The price: a frame nobody waits for (an asynchronous
+/// message, a confirmation of an asynchronous send) that arrives just after
+/// a synchronous caller stopped reading waits up to this long.
 const UNATTENDED: Duration = Duration::from_millis(2);
 
 /// The destination is not a configured peer.
