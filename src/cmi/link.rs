@@ -588,15 +588,27 @@ impl Reader<'_> {
         loop {
             self.tick()?;
             match self.stream.read_timeout(dst, self.params.read_wait) {
-                Ok(Some(0)) => return Err("the peer closed the link".into()),
+                Ok(Some(0)) => return Err(self.ended("the peer closed the link".into())),
                 Ok(Some(n)) => {
                     self.conn.heard();
                     return Ok(n);
                 }
                 Ok(None) => {}
-                Err(e) => return Err(format!("read failed: {e}")),
+                Err(e) => return Err(self.ended(format!("read failed: {e}"))),
             }
         }
+    }
+
+    /// Why the stream ended: the kill's reason when the link was killed
+    /// (its socket shut down under the reader: a dead peer, shutdown), else
+    /// what the read saw.
+    fn ended(&self, seen: EndReason) -> EndReason {
+        if self.conn.killed.load(Ordering::Acquire) {
+            if let Some(r) = self.conn.dead_reason.lock().clone() {
+                return r;
+            }
+        }
+        seen
     }
 
     fn tick(&mut self) -> Result<(), EndReason> {
@@ -630,14 +642,14 @@ impl Reader<'_> {
                 self.stream.read_timeout(&mut rb.buf[end..], self.params.read_wait)
             };
             match got {
-                Ok(Some(0)) => return Err("the peer closed the link".into()),
+                Ok(Some(0)) => return Err(self.ended("the peer closed the link".into())),
                 Ok(Some(n)) => {
                     self.conn.heard();
                     rb.end += n;
                     return Ok(true);
                 }
                 Ok(None) => {}
-                Err(e) => return Err(format!("read failed: {e}")),
+                Err(e) => return Err(self.ended(format!("read failed: {e}"))),
             }
         }
     }
@@ -662,10 +674,10 @@ impl Reader<'_> {
             self.tick()?;
             let want = len - dst.len();
             match self.stream.read_rest_append(dst, want, self.params.heartbeat) {
-                Ok(Some(0)) => return Err("the peer closed the link".into()),
+                Ok(Some(0)) => return Err(self.ended("the peer closed the link".into())),
                 Ok(Some(_)) => self.conn.heard(),
                 Ok(None) => {}
-                Err(e) => return Err(format!("read failed: {e}")),
+                Err(e) => return Err(self.ended(format!("read failed: {e}"))),
             }
         }
         Ok(())
