@@ -57,8 +57,18 @@ struct Counters {
 fn open(m: &Mps) -> (SessionId, Arc<(Mutex<Counters>, Condvar)>) {
     let counters = Arc::new((Mutex::new(Counters::default()), Condvar::new()));
     let c = counters.clone();
+    let m2 = m.clone(); // the SP is shut down explicitly at the end (main)
     let cb: Callback = Arc::new(move |ev| {
         let (lock, cv) = &*c;
+        // Wake the waiting thread once per batch: at the last event delivered
+        // so far (nothing else queued for any callback), not at every
+        // completion, which on a busy CPU would let it preempt this thread
+        // and refill one window slot at a time.
+        let session = match &ev {
+            Event::MessageSent { session, .. } | Event::CloseCompleted { session, .. } => *session,
+            Event::MessageReceived(r) => r.session,
+        };
+        let last = m2.session_info(session).map(|i| i.sp_pending_events == 0).unwrap_or(true);
         let mut n = lock.lock().unwrap();
         match ev {
             Event::MessageSent { status, .. } if status == Status::STATUS_SUCCESS => n.sent_ok += 1,
@@ -72,7 +82,10 @@ fn open(m: &Mps) -> (SessionId, Arc<(Mutex<Counters>, Condvar)>) {
             }
             Event::CloseCompleted { .. } => {}
         }
-        cv.notify_all();
+        drop(n);
+        if last {
+            cv.notify_all();
+        }
     });
     let s = m.open(Some(cb), CONDUIT, DOMAIN, MAILBOX, 0).unwrap_or_else(|e| fail("open", e));
     (s, counters)

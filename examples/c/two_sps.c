@@ -56,6 +56,19 @@ static void die(const char *what, NTSTATUS s)
 /* Runs on a library thread; calls for this session are serialized. */
 static NTSTATUS Callback(MPS_EVENT Event, PVOID Data)
 {
+    /* Wake the waiting thread once per batch, at the last event delivered
+     * so far (SpPendingCallbacks == 0), not at every completion: woken at
+     * each one, on a busy CPU it would preempt this thread and refill one
+     * window slot at a time. */
+    MPS_HANDLE h = NULL;
+    MPS_SESSION_INFO info;
+    int last = 1;
+    if (Event == MpsEventMessageSent)
+        h = ((PMPS_SEND_EVENT_DATA)Data)->FilamentHandle;
+    else if (Event == MpsEventMessageReceived)
+        h = ((PMPS_RECEIVED_EVENT_DATA)Data)->FilamentHandle;
+    if (h != NULL && MpsQuerySession(h, &info) == STATUS_SUCCESS)
+        last = info.SpPendingCallbacks == 0;
     pthread_mutex_lock(&lock);
     if (Event == MpsEventMessageSent) {
         PMPS_SEND_EVENT_DATA d = (PMPS_SEND_EVENT_DATA)Data;
@@ -72,7 +85,8 @@ static NTSTATUS Callback(MPS_EVENT Event, PVOID Data)
         received_async++;
         MpsReleaseReceivedMessage(d);
     }
-    pthread_cond_broadcast(&changed);
+    if (last)
+        pthread_cond_broadcast(&changed);
     pthread_mutex_unlock(&lock);
     return STATUS_SUCCESS;
 }
