@@ -476,10 +476,16 @@ impl Core {
         self.table.remove(s);
         log!(Level::Debug, "session {:#x} closed", s.id.0);
         if notify {
-            self.dispatcher.count_event();
-            st.events.push_back(Event::CloseCompleted { session: s.id, status: Status::STATUS_SUCCESS });
+            self.queue_event(st, Event::CloseCompleted { session: s.id, status: Status::STATUS_SUCCESS });
             self.schedule(s, st);
         }
+    }
+
+    /// Queues an event for the session's callback (counted for
+    /// `sp_pending_events`); the caller schedules the session.
+    fn queue_event(&self, st: &mut session::State, ev: Event) {
+        self.dispatcher.count_event();
+        st.events.push_back(ev);
     }
 
     fn schedule(&self, s: &Arc<Session>, st: &mut session::State) {
@@ -526,10 +532,10 @@ impl Core {
             );
             match verdict {
                 Ok(a) => {
-                    self.complete(pending, Status::STATUS_SUCCESS);
+                    self.complete(pending, Status::STATUS_SUCCESS, None);
                     self.dispatch(a);
                 }
-                Err(st) => self.complete(pending, st),
+                Err(st) => self.complete(pending, st, None),
             }
             return Ok(None);
         }
@@ -575,14 +581,24 @@ impl Core {
         }
     }
 
-    fn complete(&self, p: Pending, status: Status) {
+    /// A send is finished with `status`. An asynchronous one's session is
+    /// scheduled now, or, with `defer`, added there for the caller to hand to
+    /// the dispatcher together with others (`confirmed`).
+    fn complete(&self, p: Pending, status: Status, defer: Option<&mut Vec<Arc<Session>>>) {
         match p {
             Pending::Sync(slot) => slot.complete(status),
             Pending::Async { session, buffer, tag, context } => {
                 let mut st = session.st.lock();
-                self.dispatcher.count_event();
-                st.events.push_back(Event::MessageSent { session: session.id, context, status, tag, buffer });
-                self.schedule(&session, &mut st);
+                self.queue_event(&mut st, Event::MessageSent { session: session.id, context, status, tag, buffer });
+                match defer {
+                    None => self.schedule(&session, &mut st),
+                    Some(v) if !st.scheduled => {
+                        st.scheduled = true;
+                        drop(st);
+                        v.push(session);
+                    }
+                    Some(_) => {}
+                }
             }
         }
     }
@@ -797,8 +813,7 @@ impl Core {
             st.queue.push_back(msg);
         } else {
             st.received_events += 1;
-            self.dispatcher.count_event();
-            st.events.push_back(Event::MessageReceived(msg));
+            self.queue_event(&mut st, Event::MessageReceived(msg));
             self.schedule(s, &mut st);
         }
     }
@@ -826,19 +841,7 @@ impl Core {
             log!(Level::Debug, "{unknown} confirmation(s) of unknown messages from SP {from} ignored");
         }
         for (p, status) in b.done.drain(..) {
-            match p {
-                Pending::Sync(slot) => slot.complete(status),
-                Pending::Async { session, buffer, tag, context } => {
-                    let mut st = session.st.lock();
-                    self.dispatcher.count_event();
-                    st.events.push_back(Event::MessageSent { session: session.id, context, status, tag, buffer });
-                    if !st.scheduled {
-                        st.scheduled = true;
-                        drop(st);
-                        b.wake.push(session);
-                    }
-                }
-            }
+            self.complete(p, status, Some(&mut b.wake));
         }
         self.dispatcher.push_all(&mut b.wake);
         BATCH.with(|c| *c.borrow_mut() = b);
@@ -857,7 +860,7 @@ impl Core {
         // In send order, so each session hears of its failures in order.
         lost.sort_by_key(|(id, _)| *id);
         for (_, o) in lost {
-            self.complete(o.pending, Status::STATUS_CONNECTION_DISCONNECTED);
+            self.complete(o.pending, Status::STATUS_CONNECTION_DISCONNECTED, None);
         }
     }
 
