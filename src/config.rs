@@ -109,7 +109,27 @@ pub struct Config {
     pub reconnect_max_backoff: Duration,
     /// Library threads that run client callbacks.
     pub callback_threads: usize,
+    /// Send buffer (`SO_SNDBUF`) asked for each link's socket. `None`:
+    /// [`DEFAULT_SOCKET_SEND_BUFFER`] on Unix-domain links and TCP links to a
+    /// loopback address, the kernel's own sizing (TCP autotuning) on TCP links
+    /// to other hosts; `Some(0)`: the kernel's sizing everywhere; `Some(n)`:
+    /// `n` bytes everywhere (the kernel doubles it for its bookkeeping and caps
+    /// it at `net.core.wmem_max`).
+    pub socket_send_buffer: Option<u32>,
 }
+
+/// The send buffer libmps asks for on local links (Unix-domain sockets and
+/// loopback TCP) unless configured otherwise: 512 KiB, which the kernel
+/// doubles to 1 MiB. The default (208 KiB on Linux) holds three 64 KiB
+/// messages, so a writer with more queued wakes the reader and sleeps every
+/// three; measured in docs/PERFORMANCE.md (W3 64 KiB over Unix sockets +55 %,
+/// 1 MiB +8 %). On a link to another host the bandwidth-delay product decides
+/// what the buffer must hold, and the kernel's autotuning (up to
+/// `net.ipv4.tcp_wmem`'s maximum) follows it where a fixed size would cap it.
+pub const DEFAULT_SOCKET_SEND_BUFFER: u32 = 512 << 10;
+
+/// The range `socket_send_buffer` may take besides 0.
+pub const SOCKET_SEND_BUFFER_RANGE: std::ops::RangeInclusive<u32> = 4096..=(64 << 20);
 
 /// Defaults shared by the file format and the embedded default.
 mod defaults {
@@ -181,6 +201,7 @@ struct RawLimits {
     session_queue_depth: Option<Spanned<u32>>,
     session_queue_bytes: Option<Spanned<u64>>,
     async_sends_per_session: Option<Spanned<u32>>,
+    socket_send_buffer: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -275,6 +296,7 @@ impl Config {
             reconnect_initial_backoff: Duration::from_millis(defaults::INITIAL_BACKOFF_MS),
             reconnect_max_backoff: Duration::from_millis(defaults::MAX_BACKOFF_MS),
             callback_threads: defaults::CALLBACK_THREADS,
+            socket_send_buffer: None,
         })
     }
 
@@ -390,6 +412,21 @@ impl Config {
             1_000_000,
             defaults::ASYNC_SENDS_PER_SESSION,
         )?;
+        let socket_send_buffer = match &l.socket_send_buffer {
+            None => None,
+            Some(v) if *v.get_ref() == 0 || SOCKET_SEND_BUFFER_RANGE.contains(v.get_ref()) => Some(*v.get_ref()),
+            Some(v) => {
+                return c.err(
+                    v.span(),
+                    format!(
+                        "socket_send_buffer = {} is neither 0 (the kernel's sizing) nor in {}..={}",
+                        v.get_ref(),
+                        SOCKET_SEND_BUFFER_RANGE.start(),
+                        SOCKET_SEND_BUFFER_RANGE.end()
+                    ),
+                )
+            }
+        };
         let h = &raw.heartbeat;
         let interval = c.range(&h.interval_ms, "interval_ms", 10, 60_000, defaults::HEARTBEAT_INTERVAL_MS)?;
         let dead = c.range(&h.dead_peer_timeout_ms, "dead_peer_timeout_ms", 20, 600_000, defaults::DEAD_PEER_TIMEOUT_MS)?;
@@ -420,6 +457,7 @@ impl Config {
             reconnect_initial_backoff: Duration::from_millis(initial),
             reconnect_max_backoff: Duration::from_millis(max),
             callback_threads: threads,
+            socket_send_buffer,
         })
     }
 
@@ -472,6 +510,21 @@ dead_peer_timeout_ms = 1000
         assert_eq!(c.session_queue_bytes, 64 << 20);
         assert_eq!(c.heartbeat_interval, Duration::from_millis(100));
         assert_eq!(c.unit_partner(), Some(SpId::b(1)));
+        assert_eq!(c.socket_send_buffer, None, "left out: libmps's default by transport");
+    }
+
+    #[test]
+    fn socket_send_buffer_is_zero_or_in_range() {
+        let with = |v: &str| Config::from_toml(&format!("sp = \"0.A\"\n[limits]\nsocket_send_buffer = {v}\n"), "t.toml");
+        assert_eq!(with("0").unwrap().socket_send_buffer, Some(0));
+        assert_eq!(with("4096").unwrap().socket_send_buffer, Some(4096));
+        assert_eq!(with("67108864").unwrap().socket_send_buffer, Some(64 << 20));
+        for bad in ["1", "4095", "67108865"] {
+            let e = with(bad).expect_err(bad);
+            assert_eq!(e.line, Some(3), "{e}");
+            assert!(e.reason.contains("socket_send_buffer"), "{e}");
+        }
+        assert!(with("-1").is_err());
     }
 
     fn refused(text: &str) -> ConfigError {

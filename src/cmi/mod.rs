@@ -132,16 +132,43 @@ enum Listener {
     Inproc(Arc<InprocEndpoint>),
 }
 
+/// The send buffer to ask for on a new link socket (`Config::socket_send_buffer`):
+/// `local` is a Unix-domain link or a TCP link to a loopback address.
+fn send_buffer_for(configured: Option<u32>, local: bool) -> Option<u32> {
+    match configured {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None if local => Some(crate::config::DEFAULT_SOCKET_SEND_BUFFER),
+        None => None,
+    }
+}
+
+/// Sizes a new link socket's send buffer; a refusal is logged and the link
+/// goes on with the kernel's size (a slower link, not a broken one).
+fn size_send_buffer(fd: &impl std::os::fd::AsRawFd, configured: Option<u32>, local: bool) {
+    if let Some(n) = send_buffer_for(configured, local) {
+        if let Err(e) = stream::set_send_buffer(fd, n) {
+            log!(Level::Warn, "cannot set a link socket's send buffer to {n} bytes: {e}; the kernel's size stays");
+        }
+    }
+}
+
+fn tcp_is_loopback(s: &TcpStream) -> bool {
+    s.peer_addr().map(|a| a.ip().to_canonical().is_loopback()).unwrap_or(false)
+}
+
 impl Listener {
-    fn accept(&self) -> io::Result<Box<dyn Stream>> {
+    fn accept(&self, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
         match self {
             Listener::Unix(l) => {
                 let (s, _) = l.accept()?;
+                size_send_buffer(&s, send_buffer, true);
                 Ok(Box::new(SocketStream::new(s.into())?))
             }
             Listener::Tcp(l) => {
                 let (s, _) = l.accept()?;
                 stream::set_nodelay(&s);
+                size_send_buffer(&s, send_buffer, tcp_is_loopback(&s));
                 Ok(Box::new(SocketStream::new(s.into())?))
             }
             Listener::Inproc(ep) => {
@@ -196,15 +223,20 @@ fn bind(addr: &Address) -> io::Result<(Listener, Address)> {
     }
 }
 
-fn dial(addr: &Address, timeout: Duration) -> io::Result<Box<dyn Stream>> {
+fn dial(addr: &Address, timeout: Duration, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
     match addr {
-        Address::Unix(path) => Ok(Box::new(SocketStream::new(UnixStream::connect(path)?.into())?)),
+        Address::Unix(path) => {
+            let s = UnixStream::connect(path)?;
+            size_send_buffer(&s, send_buffer, true);
+            Ok(Box::new(SocketStream::new(s.into())?))
+        }
         Address::Tcp(a) => {
             let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{a} resolves to no address"));
             for sa in a.to_socket_addrs()? {
                 match TcpStream::connect_timeout(&sa, timeout) {
                     Ok(s) => {
                         stream::set_nodelay(&s);
+                        size_send_buffer(&s, send_buffer, tcp_is_loopback(&s));
                         return Ok(Box::new(SocketStream::new(s.into())?));
                     }
                     Err(e) => last = e,
@@ -256,6 +288,7 @@ impl<U: Upcall> Shared<U> {
     /// Runs an established link until it ends.
     fn serve(self: &Arc<Self>, entry: &PeerEntry, stream: Box<dyn Stream>, hello: frame::Hello, version: u16, leftover: Vec<u8>) {
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        let sndbuf = stream.send_buffer().map(|n| format!(", send buffer {n} bytes")).unwrap_or_default();
         let conn = Arc::new(Conn::new(entry.sp, epoch, &hello, version, stream, &leftover));
         {
             let mut cur = entry.conn.lock();
@@ -267,7 +300,7 @@ impl<U: Upcall> Shared<U> {
             }
             entry.changed.notify_all();
         }
-        log!(Level::Info, "link to SP {} up (protocol version {version}, epoch {epoch})", entry.sp);
+        log!(Level::Info, "link to SP {} up (protocol version {version}, epoch {epoch}{sndbuf})", entry.sp);
         self.up.link_up(entry.sp, epoch);
         let w = conn.clone();
         let interval = self.params.heartbeat;
@@ -417,7 +450,7 @@ impl<U: Upcall> Shared<U> {
         let mut backoff = self.cfg.reconnect_initial_backoff;
         let mut failures: u64 = 0;
         while !self.stopping() {
-            let attempt = dial(&entry.address, self.params.dead_timeout)
+            let attempt = dial(&entry.address, self.params.dead_timeout, self.cfg.socket_send_buffer)
                 .map_err(|e| format!("cannot connect to {}: {e}", entry.address))
                 .and_then(|s| link::handshake(s.as_ref(), &self.params).map(|h| (s, h)));
             match attempt {
@@ -533,7 +566,7 @@ impl<U: Upcall> Cmi<U> {
             let sh = shared.clone();
             shared.spawn(format!("mps-listen-{}", cfg.local), move || {
                 loop {
-                    let r = listener.accept();
+                    let r = listener.accept(sh.cfg.socket_send_buffer);
                     if sh.stopping() {
                         break;
                     }
@@ -656,5 +689,66 @@ impl<U: Upcall> Cmi<U> {
 impl<U: Upcall> Drop for Cmi<U> {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    /// What the kernel reports for a socket whose send buffer was set to `n`
+    /// (`None`: left alone), on a socket of the same kind as `like`.
+    fn reported(n: Option<u32>, tcp: Option<&TcpListener>) -> u32 {
+        match tcp {
+            None => {
+                let (a, _b) = UnixStream::pair().unwrap();
+                if let Some(n) = n {
+                    stream::set_send_buffer(&a, n).unwrap();
+                }
+                stream::send_buffer(&a).unwrap()
+            }
+            Some(l) => {
+                let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                let _b = l.accept().unwrap();
+                if let Some(n) = n {
+                    stream::set_send_buffer(&a, n).unwrap();
+                }
+                stream::send_buffer(&a).unwrap()
+            }
+        }
+    }
+
+    #[test]
+    fn send_buffer_policy() {
+        let d = Some(crate::config::DEFAULT_SOCKET_SEND_BUFFER);
+        assert_eq!(send_buffer_for(None, true), d, "local links get libmps's size");
+        assert_eq!(send_buffer_for(None, false), None, "links to other hosts keep TCP autotuning");
+        assert_eq!(send_buffer_for(Some(0), true), None, "0: the kernel's size everywhere");
+        assert_eq!(send_buffer_for(Some(0), false), None);
+        assert_eq!(send_buffer_for(Some(65536), true), Some(65536));
+        assert_eq!(send_buffer_for(Some(65536), false), Some(65536));
+    }
+
+    #[test]
+    fn dialed_and_accepted_sockets_get_the_configured_send_buffer() {
+        let dir = std::env::temp_dir().join(format!("mps-sndbuf-{}", std::process::id()));
+        let path = dir.join("l.sock");
+        let (unix, _) = bind(&Address::Unix(path.clone())).unwrap();
+        let tcp_l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (tcp, tcp_addr) = bind(&Address::Tcp("127.0.0.1:0".into())).unwrap();
+        let t = Duration::from_secs(5);
+        for (cfg, want) in [(None, Some(crate::config::DEFAULT_SOCKET_SEND_BUFFER)), (Some(0), None), (Some(65536), Some(65536))] {
+            let d = dial(&Address::Unix(path.clone()), t, cfg).unwrap();
+            let a = unix.accept(cfg).unwrap();
+            let expect = reported(want, None);
+            assert_eq!(d.send_buffer(), Some(expect), "unix dial, configured {cfg:?}");
+            assert_eq!(a.send_buffer(), Some(expect), "unix accept, configured {cfg:?}");
+            let d = dial(&tcp_addr, t, cfg).unwrap();
+            let a = tcp.accept(cfg).unwrap();
+            assert_eq!(d.send_buffer(), Some(reported(want, Some(&tcp_l))), "tcp dial, configured {cfg:?}");
+            assert_eq!(a.send_buffer(), Some(reported(want, Some(&tcp_l))), "tcp accept, configured {cfg:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

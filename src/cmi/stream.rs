@@ -63,6 +63,10 @@ pub(crate) trait Stream: Send + Sync {
     fn shutdown_write(&self);
     /// Makes a blocked (or the next) `read_timeout` return `Ok(None)` at once.
     fn interrupt(&self);
+    /// The kernel's send buffer for this stream, in bytes (sockets only).
+    fn send_buffer(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Most iovecs passed to one `sendmsg`.
@@ -219,6 +223,10 @@ impl SocketStream {
 }
 
 impl Stream for SocketStream {
+    fn send_buffer(&self) -> Option<u32> {
+        send_buffer(&self.fd).ok()
+    }
+
     fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
         self.read_polled(buf, timeout, 2)
     }
@@ -316,6 +324,41 @@ impl Stream for SocketStream {
             libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR);
         }
     }
+}
+
+/// Asks for a send buffer of `bytes` (`SO_SNDBUF`) on a socket. The kernel
+/// doubles the figure for its bookkeeping and caps it at `net.core.wmem_max`.
+pub(crate) fn set_send_buffer(fd: &impl AsRawFd, bytes: u32) -> io::Result<()> {
+    let v = bytes.min(libc::c_int::MAX as u32) as libc::c_int;
+    // SAFETY: passes a live c_int and its exact size; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The socket's send buffer as the kernel sized it (`SO_SNDBUF`), in bytes.
+pub(crate) fn send_buffer(fd: &impl AsRawFd) -> io::Result<u32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `v`, a live c_int
+    // whose size `len` holds, and stores the length it wrote into `len`.
+    let r = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, (&mut v as *mut libc::c_int).cast(), &mut len)
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v.max(0) as u32)
 }
 
 /// Sets TCP_NODELAY: MPS messages are latency-bound and already batched by the link.
