@@ -20,6 +20,8 @@
 //! `--quick` lowers the defaults (an environment variable still wins).
 //! `MPSPERF_RECV=callback` makes the W2/W3 receiver check the messages in a
 //! session callback instead of a receive loop (see `receiver_main`).
+//! `MPSPERF_SOCKET_SEND_BUFFER=N` writes `socket_send_buffer = N` into both
+//! SPs' configuration (0: the kernel's sizing), to compare with the default.
 //!
 //! Output: a RESULT line per run (common.h's format, then `rep=`), or a FAIL
 //! line as run.sh writes it; then the Markdown table of RESULTS.md and the CSV
@@ -259,6 +261,10 @@ fn config_text(c: &Case, local: SpId, listen: Option<&str>, peer: SpId, peer_add
         c.size.max(1 << 20),
         c.window.max(4096),
     );
+    if let Ok(n) = std::env::var("MPSPERF_SOCKET_SEND_BUFFER") {
+        // Config::from_toml refuses a bad value with its line and reason.
+        let _ = writeln!(t, "socket_send_buffer = {n}");
+    }
     t
 }
 
