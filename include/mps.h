@@ -433,6 +433,14 @@ extern "C" {
  * unconfigured conduit), `STATUS_OBJECT_NAME_COLLISION` (already open in this
  * SP) or `STATUS_DEVICE_CONFIGURATION_ERROR` (the first call could not
  * initialize).
+ *
+ * # Safety
+ *
+ * `pMailboxName`, when not NULL, points to readable wide characters up to and
+ * including a NUL, or to at least `MPS_MAX_MAILBOX_NAME + 1` of them (no more
+ * are read). `pFilamentHandle`, when not NULL, points to one writable
+ * `MPS_HANDLE`. Either one NULL is refused with `STATUS_INVALID_PARAMETER`; a
+ * non-NULL pointer that is not valid cannot be detected.
  */
 NTSTATUS MpsOpen(PMPS_CALLBACK_ROUTINE Callback,
                  CMI_CONDUIT_ID Conduit,
@@ -458,6 +466,12 @@ NTSTATUS MpsClose(MPS_HANDLE FilamentHandle);
  * the client's until `MpsFreeMessage`, except while lent to an asynchronous
  * send. `STATUS_INSUFFICIENT_RESOURCES` when memory is short or `Size` is over
  * the 256 MiB ceiling.
+ *
+ * # Safety
+ *
+ * `Ptr`, when not NULL, points to one writable `PVOID`. NULL is refused with
+ * `STATUS_INVALID_PARAMETER`; a non-NULL pointer that is not valid cannot be
+ * detected.
  */
 NTSTATUS MpsAllocateMessage(ULONG Size, PVOID *Ptr);
 
@@ -478,6 +492,13 @@ NTSTATUS MpsFreeMessage(PVOID Ptr);
  * `STATUS_PIPE_CLOSING`, `STATUS_INSUFFICIENT_RESOURCES` (past
  * `async_sends_per_session`), `STATUS_INVALID_ADDRESS`, `STATUS_HOST_UNREACHABLE`.
  * Never blocks on a slow link.
+ *
+ * # Safety
+ *
+ * `pSendMessageInfo`, when not NULL, points to one readable
+ * `MPS_SEND_MESSAGE_INFO`, which is copied at the call. Its `Ptr` is checked
+ * against the buffers `MpsAllocateMessage` handed out and not freed; any
+ * other pointer there is refused, never dereferenced.
  */
 NTSTATUS MpsAsynchronousSend(MPS_HANDLE FilamentHandle, PMPS_SEND_MESSAGE_INFO pSendMessageInfo);
 
@@ -488,6 +509,13 @@ NTSTATUS MpsAsynchronousSend(MPS_HANDLE FilamentHandle, PMPS_SEND_MESSAGE_INFO p
  * `STATUS_INSUFFICIENT_RESOURCES`), `STATUS_CONNECTION_DISCONNECTED` (link lost
  * before the confirmation), or a refusal as for `MpsAsynchronousSend`. The
  * buffer is the client's again on return. May be called from a callback.
+ *
+ * # Safety
+ *
+ * `pSendMessageInfo`, when not NULL, points to one readable
+ * `MPS_SEND_MESSAGE_INFO`, which is copied at the call. Its `Ptr` is checked
+ * against the buffers `MpsAllocateMessage` handed out and not freed; any
+ * other pointer there is refused, never dereferenced.
  */
 NTSTATUS MpsSynchronousSend(MPS_HANDLE FilamentHandle, PMPS_SEND_MESSAGE_INFO pSendMessageInfo);
 
@@ -500,6 +528,13 @@ NTSTATUS MpsSynchronousSend(MPS_HANDLE FilamentHandle, PMPS_SEND_MESSAGE_INFO pS
  * `STATUS_TIMEOUT`, `STATUS_CANCELLED` (woken by `MpsClose`),
  * `STATUS_PIPE_CLOSING`, `STATUS_INVALID_HANDLE`, `STATUS_INVALID_PARAMETER`.
  * Several threads may wait on one session; each message goes to one of them.
+ *
+ * # Safety
+ *
+ * `pReceivedEventData`, when not NULL, points to one writable
+ * `PMPS_RECEIVED_EVENT_DATA`. NULL is refused with
+ * `STATUS_INVALID_PARAMETER`; a non-NULL pointer that is not valid cannot be
+ * detected.
  */
 NTSTATUS MpsSynchronousReceive(MPS_HANDLE FilamentHandle,
                                LONG Timeout,
@@ -517,6 +552,12 @@ NTSTATUS MpsReleaseReceivedMessage(PVOID Ptr);
  * the same storage unit) to `*pPeerCmiSpId`. When the unit has no second SP
  * configured, both fields of `*pPeerCmiSpId` are `CMI_SP_NONE`. Both pointers
  * are required.
+ *
+ * # Safety
+ *
+ * Each pointer, when not NULL, points to one writable `CMI_SP_ID`. NULL is
+ * refused with `STATUS_INVALID_PARAMETER`; a non-NULL pointer that is not
+ * valid cannot be detected.
  */
 NTSTATUS MpsGetSpId(PCMI_SP_ID pLocalCmiSpId, PCMI_SP_ID pPeerCmiSpId);
 
@@ -528,6 +569,12 @@ NTSTATUS MpsGetSpId(PCMI_SP_ID pLocalCmiSpId, PCMI_SP_ID pPeerCmiSpId);
  * `STATUS_DEVICE_CONFIGURATION_ERROR` for a bad or unusable configuration (the
  * log names the line and the reason); `STATUS_OBJECT_NAME_COLLISION` when an
  * SP is already running in this process.
+ *
+ * # Safety
+ *
+ * `ConfigPath`, when not NULL, points to a NUL-terminated string that stays
+ * readable during the call. NULL means the environment; a non-NULL pointer
+ * that is not valid cannot be detected.
  */
 NTSTATUS MpsInitialize(const char *ConfigPath);
 
@@ -546,6 +593,12 @@ NTSTATUS MpsShutdown(void);
  * messages, threads in `MpsSynchronousReceive`, unfinished sends, events
  * waiting for the callback, whether a close is pending. For diagnostics.
  * `STATUS_INVALID_HANDLE`, `STATUS_INVALID_PARAMETER` (NULL `pInfo`).
+ *
+ * # Safety
+ *
+ * `pInfo`, when not NULL, points to one writable `MPS_SESSION_INFO`. NULL is
+ * refused with `STATUS_INVALID_PARAMETER`; a non-NULL pointer that is not
+ * valid cannot be detected.
  */
 NTSTATUS MpsQuerySession(MPS_HANDLE FilamentHandle, PMPS_SESSION_INFO pInfo);
 
@@ -553,6 +606,12 @@ NTSTATUS MpsQuerySession(MPS_HANDLE FilamentHandle, PMPS_SESSION_INFO pInfo);
  * Extension. Waits until the link to `*Sp` is up: `STATUS_SUCCESS` (at once for
  * the local SP), `STATUS_TIMEOUT` after `TimeoutMilliseconds` (< 0 waits
  * forever, 0 only tests), `STATUS_INVALID_ADDRESS` when `*Sp` is not configured.
+ *
+ * # Safety
+ *
+ * `Sp`, when not NULL, points to one readable `CMI_SP_ID`. NULL is refused
+ * with `STATUS_INVALID_PARAMETER`; a non-NULL pointer that is not valid
+ * cannot be detected.
  */
 NTSTATUS MpsWaitForPeer(const struct CMI_SP_ID *Sp, LONG TimeoutMilliseconds);
 

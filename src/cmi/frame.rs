@@ -104,7 +104,7 @@ pub fn parse_prefix(b: &[u8; PREFIX_LEN], max_message: u32) -> Result<Prefix, St
         Kind::Heartbeat => body_len == 0,
         Kind::Confirm => {
             let n = body_len as usize;
-            n >= 4 + CONFIRM_ENTRY && n <= 4 + CONFIRM_ENTRY * MAX_CONFIRMS_PER_FRAME && (n - 4) % CONFIRM_ENTRY == 0
+            (4 + CONFIRM_ENTRY..=4 + CONFIRM_ENTRY * MAX_CONFIRMS_PER_FRAME).contains(&n) && (n - 4).is_multiple_of(CONFIRM_ENTRY)
         }
         Kind::Message => {
             (body_len as usize) > MESSAGE_FIXED

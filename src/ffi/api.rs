@@ -93,6 +93,14 @@ fn dispatch_to_c(f: unsafe extern "C" fn(MPS_EVENT, PVOID) -> NTSTATUS, ev: Even
 /// unconfigured conduit), `STATUS_OBJECT_NAME_COLLISION` (already open in this
 /// SP) or `STATUS_DEVICE_CONFIGURATION_ERROR` (the first call could not
 /// initialize).
+///
+/// # Safety
+///
+/// `pMailboxName`, when not NULL, points to readable wide characters up to and
+/// including a NUL, or to at least `MPS_MAX_MAILBOX_NAME + 1` of them (no more
+/// are read). `pFilamentHandle`, when not NULL, points to one writable
+/// `MPS_HANDLE`. Either one NULL is refused with `STATUS_INVALID_PARAMETER`; a
+/// non-NULL pointer that is not valid cannot be detected.
 #[no_mangle]
 pub unsafe extern "C" fn MpsOpen(
     Callback: PMPS_CALLBACK_ROUTINE,
@@ -155,6 +163,12 @@ pub extern "C" fn MpsClose(FilamentHandle: MPS_HANDLE) -> NTSTATUS {
 /// the client's until `MpsFreeMessage`, except while lent to an asynchronous
 /// send. `STATUS_INSUFFICIENT_RESOURCES` when memory is short or `Size` is over
 /// the 256 MiB ceiling.
+///
+/// # Safety
+///
+/// `Ptr`, when not NULL, points to one writable `PVOID`. NULL is refused with
+/// `STATUS_INVALID_PARAMETER`; a non-NULL pointer that is not valid cannot be
+/// detected.
 #[no_mangle]
 pub unsafe extern "C" fn MpsAllocateMessage(Size: ULONG, Ptr: *mut PVOID) -> NTSTATUS {
     guard!("MpsAllocateMessage", {
@@ -211,6 +225,13 @@ unsafe fn read_send_info(routine: &str, info: PMPS_SEND_MESSAGE_INFO) -> Result<
 /// `STATUS_PIPE_CLOSING`, `STATUS_INSUFFICIENT_RESOURCES` (past
 /// `async_sends_per_session`), `STATUS_INVALID_ADDRESS`, `STATUS_HOST_UNREACHABLE`.
 /// Never blocks on a slow link.
+///
+/// # Safety
+///
+/// `pSendMessageInfo`, when not NULL, points to one readable
+/// `MPS_SEND_MESSAGE_INFO`, which is copied at the call. Its `Ptr` is checked
+/// against the buffers `MpsAllocateMessage` handed out and not freed; any
+/// other pointer there is refused, never dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn MpsAsynchronousSend(FilamentHandle: MPS_HANDLE, pSendMessageInfo: PMPS_SEND_MESSAGE_INFO) -> NTSTATUS {
     guard!("MpsAsynchronousSend", {
@@ -244,6 +265,13 @@ pub unsafe extern "C" fn MpsAsynchronousSend(FilamentHandle: MPS_HANDLE, pSendMe
 /// `STATUS_INSUFFICIENT_RESOURCES`), `STATUS_CONNECTION_DISCONNECTED` (link lost
 /// before the confirmation), or a refusal as for `MpsAsynchronousSend`. The
 /// buffer is the client's again on return. May be called from a callback.
+///
+/// # Safety
+///
+/// `pSendMessageInfo`, when not NULL, points to one readable
+/// `MPS_SEND_MESSAGE_INFO`, which is copied at the call. Its `Ptr` is checked
+/// against the buffers `MpsAllocateMessage` handed out and not freed; any
+/// other pointer there is refused, never dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn MpsSynchronousSend(FilamentHandle: MPS_HANDLE, pSendMessageInfo: PMPS_SEND_MESSAGE_INFO) -> NTSTATUS {
     guard!("MpsSynchronousSend", {
@@ -269,6 +297,13 @@ pub unsafe extern "C" fn MpsSynchronousSend(FilamentHandle: MPS_HANDLE, pSendMes
 /// `STATUS_TIMEOUT`, `STATUS_CANCELLED` (woken by `MpsClose`),
 /// `STATUS_PIPE_CLOSING`, `STATUS_INVALID_HANDLE`, `STATUS_INVALID_PARAMETER`.
 /// Several threads may wait on one session; each message goes to one of them.
+///
+/// # Safety
+///
+/// `pReceivedEventData`, when not NULL, points to one writable
+/// `PMPS_RECEIVED_EVENT_DATA`. NULL is refused with
+/// `STATUS_INVALID_PARAMETER`; a non-NULL pointer that is not valid cannot be
+/// detected.
 #[no_mangle]
 pub unsafe extern "C" fn MpsSynchronousReceive(
     FilamentHandle: MPS_HANDLE,
@@ -313,6 +348,12 @@ pub extern "C" fn MpsReleaseReceivedMessage(Ptr: PVOID) -> NTSTATUS {
 /// the same storage unit) to `*pPeerCmiSpId`. When the unit has no second SP
 /// configured, both fields of `*pPeerCmiSpId` are `CMI_SP_NONE`. Both pointers
 /// are required.
+///
+/// # Safety
+///
+/// Each pointer, when not NULL, points to one writable `CMI_SP_ID`. NULL is
+/// refused with `STATUS_INVALID_PARAMETER`; a non-NULL pointer that is not
+/// valid cannot be detected.
 #[no_mangle]
 pub unsafe extern "C" fn MpsGetSpId(pLocalCmiSpId: PCMI_SP_ID, pPeerCmiSpId: PCMI_SP_ID) -> NTSTATUS {
     guard!("MpsGetSpId", {
@@ -340,6 +381,12 @@ pub unsafe extern "C" fn MpsGetSpId(pLocalCmiSpId: PCMI_SP_ID, pPeerCmiSpId: PCM
 /// `STATUS_DEVICE_CONFIGURATION_ERROR` for a bad or unusable configuration (the
 /// log names the line and the reason); `STATUS_OBJECT_NAME_COLLISION` when an
 /// SP is already running in this process.
+///
+/// # Safety
+///
+/// `ConfigPath`, when not NULL, points to a NUL-terminated string that stays
+/// readable during the call. NULL means the environment; a non-NULL pointer
+/// that is not valid cannot be detected.
 #[no_mangle]
 pub unsafe extern "C" fn MpsInitialize(ConfigPath: *const c_char) -> NTSTATUS {
     guard!("MpsInitialize", {
@@ -379,6 +426,12 @@ pub extern "C" fn MpsShutdown() -> NTSTATUS {
 /// messages, threads in `MpsSynchronousReceive`, unfinished sends, events
 /// waiting for the callback, whether a close is pending. For diagnostics.
 /// `STATUS_INVALID_HANDLE`, `STATUS_INVALID_PARAMETER` (NULL `pInfo`).
+///
+/// # Safety
+///
+/// `pInfo`, when not NULL, points to one writable `MPS_SESSION_INFO`. NULL is
+/// refused with `STATUS_INVALID_PARAMETER`; a non-NULL pointer that is not
+/// valid cannot be detected.
 #[no_mangle]
 pub unsafe extern "C" fn MpsQuerySession(FilamentHandle: MPS_HANDLE, pInfo: PMPS_SESSION_INFO) -> NTSTATUS {
     guard!("MpsQuerySession", {
@@ -411,6 +464,12 @@ pub unsafe extern "C" fn MpsQuerySession(FilamentHandle: MPS_HANDLE, pInfo: PMPS
 /// Extension. Waits until the link to `*Sp` is up: `STATUS_SUCCESS` (at once for
 /// the local SP), `STATUS_TIMEOUT` after `TimeoutMilliseconds` (< 0 waits
 /// forever, 0 only tests), `STATUS_INVALID_ADDRESS` when `*Sp` is not configured.
+///
+/// # Safety
+///
+/// `Sp`, when not NULL, points to one readable `CMI_SP_ID`. NULL is refused
+/// with `STATUS_INVALID_PARAMETER`; a non-NULL pointer that is not valid
+/// cannot be detected.
 #[no_mangle]
 pub unsafe extern "C" fn MpsWaitForPeer(Sp: *const CMI_SP_ID, TimeoutMilliseconds: LONG) -> NTSTATUS {
     guard!("MpsWaitForPeer", {

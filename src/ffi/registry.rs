@@ -109,7 +109,7 @@ pub(crate) fn release(p: PVOID) -> Result<(), Status> {
     let addr = p as usize;
     let event = {
         let mut r = RECEIVED.lock();
-        let event = if let Some(payload) = r.by_event.remove(&addr) {
+        if let Some(payload) = r.by_event.remove(&addr) {
             r.by_payload.remove(&payload);
             addr
         } else if let Some(event) = r.by_payload.remove(&addr) {
@@ -117,8 +117,7 @@ pub(crate) fn release(p: PVOID) -> Result<(), Status> {
             event
         } else {
             return Err(Status::STATUS_INVALID_PARAMETER);
-        };
-        event
+        }
     };
     // SAFETY: `event` came from Box::into_raw in hand_out and was in the
     // registry until the removal above, under its lock; so it is live, owned
