@@ -514,6 +514,20 @@ dead_peer_timeout_ms = 1000
     }
 
     #[test]
+    fn the_shipped_example_file_is_valid() {
+        let text = include_str!("../examples/mps-two-units.toml");
+        let c = Config::from_toml(text, "examples/mps-two-units.toml").unwrap();
+        assert_eq!(c.local, SpId::a(0));
+        assert_eq!(c.peers.iter().map(|p| p.sp).collect::<Vec<_>>(), vec![SpId::b(0), SpId::a(1), SpId::b(1)]);
+        assert_eq!(c.max_message_size, 4 << 20);
+        assert_eq!(c.callback_threads, 2);
+        // Its commented-out send buffer line, switched on, is valid too.
+        let on = text.replace("# socket_send_buffer = 524288", "socket_send_buffer = 524288");
+        assert_ne!(on, text, "the example should show socket_send_buffer");
+        assert_eq!(Config::from_toml(&on, "example").unwrap().socket_send_buffer, Some(512 << 10));
+    }
+
+    #[test]
     fn socket_send_buffer_is_zero_or_in_range() {
         let with = |v: &str| Config::from_toml(&format!("sp = \"0.A\"\n[limits]\nsocket_send_buffer = {v}\n"), "t.toml");
         assert_eq!(with("0").unwrap().socket_send_buffer, Some(0));
