@@ -451,3 +451,70 @@ fn shutdown_ends_a_synchronous_send_that_is_reading_the_link() {
     drop(peer);
     beater.join().unwrap();
 }
+
+/// The completions of one CONFIRM frame, spread over many sessions, go to the
+/// callback threads together: every one runs exactly once per send, and a
+/// callback that blocks holds up only its own session (another callback
+/// thread is woken for the rest).
+#[test]
+fn completions_spread_over_many_sessions_all_run_once_past_a_blocked_callback() {
+    use std::collections::HashSet;
+    use std::sync::{mpsc, Arc, Condvar, Mutex};
+    const N: usize = 64;
+    const ROUNDS: u32 = 40;
+    let (ma, mb) = inproc_pair("[callbacks]\nthreads = 3\n");
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let (tx, rx) = mpsc::channel::<(usize, u32)>();
+    let mut sa = Vec::new();
+    let mut sb = Vec::new();
+    for k in 0..N {
+        let (tx, gate) = (Mutex::new(tx.clone()), gate.clone());
+        let cb: mps::Callback = Arc::new(move |ev| {
+            if let Event::MessageSent { status, tag, .. } = ev {
+                assert_eq!(status, Status::STATUS_SUCCESS);
+                if k == 0 && tag == 0 {
+                    let mut open = gate.0.lock().unwrap();
+                    while !*open {
+                        open = gate.1.wait(open).unwrap();
+                    }
+                }
+                tx.lock().unwrap().send((k, tag)).unwrap();
+            }
+        });
+        let name = format!("Spread{k}");
+        sa.push(ma.open(Some(cb), 0, 0, &name, 0).unwrap());
+        sb.push(mb.open(None, 0, 0, &name, 0).unwrap());
+    }
+    let wait = Duration::from_secs(30);
+    // Session 1 first: its message leaves at once, and the others queue
+    // behind it and leave in one write once it is confirmed, so their
+    // confirmations come back together, session 0's (the one that blocks)
+    // at the head of them.
+    let order: Vec<usize> = [1, 0].into_iter().chain(2..N).collect();
+    for round in 0..ROUNDS {
+        for &k in &order {
+            ma.send_async(sa[k], B, MessageBuf::from_slice(&round.to_le_bytes()).unwrap(), 4, round, 0).unwrap();
+        }
+        let mut seen = HashSet::new();
+        if round == 0 {
+            // Session 0's first callback is blocked: the other 63 still run.
+            for _ in 1..N {
+                let (k, tag) = rx.recv_timeout(wait).expect("the other sessions' callbacks run");
+                assert!(k != 0 && tag == 0 && seen.insert(k), "({k}, {tag}) twice or out of round");
+            }
+            *gate.0.lock().unwrap() = true;
+            gate.1.notify_all();
+        }
+        while seen.len() < N {
+            let (k, tag) = rx.recv_timeout(wait).expect("every completion within 30 s");
+            assert!(tag == round && seen.insert(k), "({k}, {tag}) twice or out of round {round}");
+        }
+    }
+    assert!(rx.try_recv().is_err(), "no completion ran twice");
+    for (k, &s) in sb.iter().enumerate() {
+        for round in 0..ROUNDS {
+            let r = mb.receive(s, Timeout::Test, 0).unwrap_or_else(|e| panic!("session {k} round {round}: {e}"));
+            assert_eq!((r.tag, r.data.as_slice()), (round, &round.to_le_bytes()[..]), "session {k}: in order");
+        }
+    }
+}
