@@ -5,7 +5,9 @@ use super::{Callback, Event, ReceivedMessage, SessionId};
 use crate::cmi::Conn;
 use crate::status::Status;
 use parking_lot::{Condvar, Mutex, RwLock};
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
+use rustc_hash::FxHasher;
+use std::hash::{Hash, Hasher};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -207,7 +209,10 @@ struct Slot {
 pub(crate) struct Table {
     slots: RwLock<Vec<Slot>>,
     free: Mutex<Vec<u32>>,
-    names: RwLock<FxHashMap<Key, FxHashMap<String, Arc<Session>>>>,
+    /// Every open session, found by (conduit, domain, mailbox name): one
+    /// probe per delivered message, so an entry is only the `Arc` (the name
+    /// it is compared with lives in the session).
+    names: RwLock<HashTable<Arc<Session>>>,
 }
 
 impl SessionId {
@@ -222,6 +227,14 @@ impl SessionId {
     }
 }
 
+/// The hash a session is filed under in `Table::names`.
+fn name_hash(key: &Key, name: &str) -> u64 {
+    let mut h = FxHasher::default();
+    key.hash(&mut h);
+    name.hash(&mut h);
+    h.finish()
+}
+
 impl Table {
     /// Registers a new session under its name; `None` when the name is taken
     /// or the table is full (the error says which).
@@ -231,9 +244,9 @@ impl Table {
         name: String,
         make: impl FnOnce(SessionId) -> Session,
     ) -> Result<Arc<Session>, Status> {
+        let hash = name_hash(&key, &name);
         let mut names = self.names.write();
-        let by_name = names.entry(key).or_default();
-        if by_name.contains_key(&name) {
+        if names.find(hash, |s| s.key == key && s.name == name).is_some() {
             return Err(Status::STATUS_OBJECT_NAME_COLLISION);
         }
         let mut slots = self.slots.write();
@@ -251,7 +264,8 @@ impl Table {
         }
         let s = Arc::new(make(SessionId::new(generation, index as u32)));
         slots[index] = Slot { generation, session: Some(s.clone()) };
-        by_name.insert(name, s.clone());
+        debug_assert!(s.key == key && s.name == name, "the session carries the name it is filed under");
+        names.insert_unique(hash, s.clone(), |x| name_hash(&x.key, &x.name));
         Ok(s)
     }
 
@@ -267,19 +281,14 @@ impl Table {
 
     /// The session open under a name, for delivery.
     pub fn lookup(&self, key: &Key, name: &str) -> Option<Arc<Session>> {
-        self.names.read().get(key)?.get(name).cloned()
+        self.names.read().find(name_hash(key, name), |s| s.key == *key && s.name == name).cloned()
     }
 
     /// Forgets a session: its handle goes stale and its name is free.
     pub fn remove(&self, s: &Session) {
         let mut names = self.names.write();
-        if let Some(by_name) = names.get_mut(&s.key) {
-            if by_name.get(&s.name).is_some_and(|x| x.id == s.id) {
-                by_name.remove(&s.name);
-            }
-            if by_name.is_empty() {
-                names.remove(&s.key);
-            }
+        if let Ok(entry) = names.find_entry(name_hash(&s.key, &s.name), |x| x.id == s.id) {
+            entry.remove();
         }
         if let Some((generation, index)) = s.id.parts() {
             let mut slots = self.slots.write();
@@ -293,5 +302,59 @@ impl Table {
     /// Every open session (for shutdown).
     pub fn all(&self) -> Vec<Arc<Session>> {
         self.slots.read().iter().filter_map(|s| s.session.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(t: &Table, conduit: u32, name: &str) -> Result<Arc<Session>, Status> {
+        let key = Key { conduit, domain: 7 };
+        t.insert(key.clone(), name.to_string(), |id| Session {
+            id,
+            key,
+            name: name.to_string(),
+            context: 0,
+            callback: None,
+            st: Mutex::new(State::default()),
+            settled: Condvar::new(),
+        })
+    }
+
+    #[test]
+    fn names_are_found_per_conduit_collide_and_come_free_on_removal() {
+        let t = Table::default();
+        let mut open_now = Vec::new();
+        for k in 0..2000 {
+            for conduit in [0, 1] {
+                open_now.push(open(&t, conduit, &format!("m{k}")).unwrap());
+            }
+        }
+        assert_eq!(open(&t, 0, "m5").err(), Some(Status::STATUS_OBJECT_NAME_COLLISION));
+        let key = |conduit| Key { conduit, domain: 7 };
+        for s in &open_now {
+            let found = t.lookup(&s.key, &s.name).expect("every open name is found");
+            assert_eq!(found.id, s.id, "and it is that session, not the same name on the other conduit");
+        }
+        assert!(t.lookup(&key(2), "m5").is_none() && t.lookup(&key(0), "m2000").is_none());
+        assert!(t.lookup(&Key { conduit: 0, domain: 8 }, "m5").is_none(), "the domain is part of the name");
+        // Remove every other session: those names are free, the rest still found.
+        for (i, s) in open_now.iter().enumerate() {
+            if i % 2 == 0 {
+                t.remove(s);
+            }
+        }
+        for (i, s) in open_now.iter().enumerate() {
+            assert_eq!(t.lookup(&s.key, &s.name).is_some(), i % 2 == 1, "{} on conduit {}", s.name, s.key.conduit);
+            assert_eq!(t.get(s.id).is_ok(), i % 2 == 1);
+        }
+        // A removed name opens again, as a new session with a new handle.
+        let again = open(&t, 0, "m0").unwrap();
+        assert_ne!(again.id, open_now[0].id);
+        assert_eq!(t.lookup(&key(0), "m0").unwrap().id, again.id);
+        // Removing a stale session object does not remove its successor.
+        t.remove(&open_now[0]);
+        assert_eq!(t.lookup(&key(0), "m0").unwrap().id, again.id);
     }
 }
