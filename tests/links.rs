@@ -258,18 +258,8 @@ fn a_target_that_shuts_down_right_after_receiving_has_still_confirmed() {
 fn close_wakes_a_receiver_that_is_reading_the_link_itself() {
     // Heartbeats every 60 s: only the interrupt can wake the reader sooner.
     let (ma, mb) = inproc_pair_hb(60_000);
-    let sa = ma.open(None, 0, 0, "Lead", 0).unwrap();
-    let sb = mb.open(None, 0, 0, "Lead", 0).unwrap();
-    // One message first, so that B's session knows which link to read.
-    ma.send_sync(sa, B, &MessageBuf::from_slice(b"first").unwrap(), 5, 1).unwrap();
-    assert_eq!(mb.receive(sb, Timeout::Forever, 0).unwrap().data, b"first");
-    let (started_tx, started) = std::sync::mpsc::channel();
-    let mb2 = mb.clone();
-    let receiver = std::thread::spawn(move || {
-        started_tx.send(()).unwrap();
-        mb2.receive(sb, Timeout::Forever, 0)
-    });
-    started.recv().unwrap();
+    let (sa, sb) = linked_sessions(&ma, &mb, "Lead");
+    let receiver = receive_in_thread(&mb, sb);
     // A round trip on another session gives the receiver ample time to be
     // reading the link (it reads this exchange's frames itself).
     let other_a = ma.open(None, 0, 0, "Other", 0).unwrap();
@@ -332,17 +322,8 @@ fn many_threads_send_synchronously_on_one_link() {
 #[test]
 fn shutdown_ends_a_receive_that_is_reading_the_link() {
     let (ma, mb) = inproc_pair_hb(60_000);
-    let sa = ma.open(None, 0, 0, "Down", 0).unwrap();
-    let sb = mb.open(None, 0, 0, "Down", 0).unwrap();
-    ma.send_sync(sa, B, &MessageBuf::from_slice(b"x").unwrap(), 1, 1).unwrap();
-    mb.receive(sb, Timeout::Forever, 0).unwrap();
-    let (started_tx, started) = std::sync::mpsc::channel();
-    let mb2 = mb.clone();
-    let receiver = std::thread::spawn(move || {
-        started_tx.send(()).unwrap();
-        mb2.receive(sb, Timeout::Forever, 0)
-    });
-    started.recv().unwrap();
+    let (_sa, sb) = linked_sessions(&ma, &mb, "Down");
+    let receiver = receive_in_thread(&mb, sb);
     let t0 = std::time::Instant::now();
     mb.shutdown().unwrap();
     let r = receiver.join().unwrap();

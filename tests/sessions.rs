@@ -106,13 +106,7 @@ fn close_cancels_blocked_receivers_and_is_pending_until_they_leave() {
     let m = solo();
     let (cb, events) = channel_callback();
     let s = m.open(Some(cb), 0, 0, "Cancel", 0).unwrap();
-    let (started_tx, started) = std::sync::mpsc::channel();
-    let m2 = m.clone();
-    let receiver = std::thread::spawn(move || {
-        started_tx.send(()).unwrap();
-        m2.receive(s, Timeout::Forever, 0)
-    });
-    started.recv().unwrap();
+    let receiver = receive_in_thread(&m, s);
     // The receiver may not be blocked yet: close either finds it (pending) or not (closed).
     let outcome = m.close(s).unwrap();
     let r = receiver.join().unwrap();

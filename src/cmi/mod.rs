@@ -143,34 +143,36 @@ fn send_buffer_for(configured: Option<u32>, local: bool) -> Option<u32> {
     }
 }
 
-/// Sizes a new link socket's send buffer; a refusal is logged and the link
-/// goes on with the kernel's size (a slower link, not a broken one).
-fn size_send_buffer(fd: &impl std::os::fd::AsRawFd, configured: Option<u32>, local: bool) {
+/// A connected Unix-domain socket as a link's stream, its send buffer sized.
+fn unix_link(s: UnixStream, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
+    socket_link(s, send_buffer, true)
+}
+
+/// A connected TCP socket as a link's stream: `TCP_NODELAY`, and its send
+/// buffer sized (a loopback peer counts as local).
+fn tcp_link(s: TcpStream, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
+    stream::set_nodelay(&s);
+    let local = s.peer_addr().map(|a| a.ip().to_canonical().is_loopback()).unwrap_or(false);
+    socket_link(s, send_buffer, local)
+}
+
+/// Sizes a new link socket's send buffer (a refusal is logged and the link
+/// goes on with the kernel's size: a slower link, not a broken one) and
+/// wraps the socket.
+fn socket_link(s: impl std::os::fd::AsRawFd + Into<std::os::fd::OwnedFd>, configured: Option<u32>, local: bool) -> io::Result<Box<dyn Stream>> {
     if let Some(n) = send_buffer_for(configured, local) {
-        if let Err(e) = stream::set_send_buffer(fd, n) {
+        if let Err(e) = stream::set_send_buffer(&s, n) {
             log!(Level::Warn, "cannot set a link socket's send buffer to {n} bytes: {e}; the kernel's size stays");
         }
     }
-}
-
-fn tcp_is_loopback(s: &TcpStream) -> bool {
-    s.peer_addr().map(|a| a.ip().to_canonical().is_loopback()).unwrap_or(false)
+    Ok(Box::new(SocketStream::new(s.into())?))
 }
 
 impl Listener {
     fn accept(&self, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
         match self {
-            Listener::Unix(l) => {
-                let (s, _) = l.accept()?;
-                size_send_buffer(&s, send_buffer, true);
-                Ok(Box::new(SocketStream::new(s.into())?))
-            }
-            Listener::Tcp(l) => {
-                let (s, _) = l.accept()?;
-                stream::set_nodelay(&s);
-                size_send_buffer(&s, send_buffer, tcp_is_loopback(&s));
-                Ok(Box::new(SocketStream::new(s.into())?))
-            }
+            Listener::Unix(l) => unix_link(l.accept()?.0, send_buffer),
+            Listener::Tcp(l) => tcp_link(l.accept()?.0, send_buffer),
             Listener::Inproc(ep) => {
                 let mut p = ep.pending.lock();
                 loop {
@@ -225,20 +227,12 @@ fn bind(addr: &Address) -> io::Result<(Listener, Address)> {
 
 fn dial(addr: &Address, timeout: Duration, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
     match addr {
-        Address::Unix(path) => {
-            let s = UnixStream::connect(path)?;
-            size_send_buffer(&s, send_buffer, true);
-            Ok(Box::new(SocketStream::new(s.into())?))
-        }
+        Address::Unix(path) => unix_link(UnixStream::connect(path)?, send_buffer),
         Address::Tcp(a) => {
             let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{a} resolves to no address"));
             for sa in a.to_socket_addrs()? {
                 match TcpStream::connect_timeout(&sa, timeout) {
-                    Ok(s) => {
-                        stream::set_nodelay(&s);
-                        size_send_buffer(&s, send_buffer, tcp_is_loopback(&s));
-                        return Ok(Box::new(SocketStream::new(s.into())?));
-                    }
+                    Ok(s) => return tcp_link(s, send_buffer),
                     Err(e) => last = e,
                 }
             }
@@ -697,26 +691,13 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
 
-    /// What the kernel reports for a socket whose send buffer was set to `n`
-    /// (`None`: left alone), on a socket of the same kind as `like`.
-    fn reported(n: Option<u32>, tcp: Option<&TcpListener>) -> u32 {
-        match tcp {
-            None => {
-                let (a, _b) = UnixStream::pair().unwrap();
-                if let Some(n) = n {
-                    stream::set_send_buffer(&a, n).unwrap();
-                }
-                stream::send_buffer(&a).unwrap()
-            }
-            Some(l) => {
-                let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-                let _b = l.accept().unwrap();
-                if let Some(n) = n {
-                    stream::set_send_buffer(&a, n).unwrap();
-                }
-                stream::send_buffer(&a).unwrap()
-            }
+    /// What the kernel reports for the send buffer of `a` once set to `n`
+    /// (`None`: left alone), for comparison with what a link socket got.
+    fn reported(a: &impl std::os::fd::AsRawFd, n: Option<u32>) -> u32 {
+        if let Some(n) = n {
+            stream::set_send_buffer(a, n).unwrap();
         }
+        stream::send_buffer(a).unwrap()
     }
 
     #[test]
@@ -735,19 +716,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mps-sndbuf-{}", std::process::id()));
         let path = dir.join("l.sock");
         let (unix, _) = bind(&Address::Unix(path.clone())).unwrap();
-        let tcp_l = TcpListener::bind("127.0.0.1:0").unwrap();
         let (tcp, tcp_addr) = bind(&Address::Tcp("127.0.0.1:0".into())).unwrap();
+        let plain_l = TcpListener::bind("127.0.0.1:0").unwrap();
         let t = Duration::from_secs(5);
         for (cfg, want) in [(None, Some(crate::config::DEFAULT_SOCKET_SEND_BUFFER)), (Some(0), None), (Some(65536), Some(65536))] {
+            // Plain sockets of each kind, to ask the kernel what `want` comes to.
+            let (plain_unix, _p) = UnixStream::pair().unwrap();
+            let plain_tcp = TcpStream::connect(plain_l.local_addr().unwrap()).unwrap();
+            let (want_unix, want_tcp) = (reported(&plain_unix, want), reported(&plain_tcp, want));
             let d = dial(&Address::Unix(path.clone()), t, cfg).unwrap();
             let a = unix.accept(cfg).unwrap();
-            let expect = reported(want, None);
-            assert_eq!(d.send_buffer(), Some(expect), "unix dial, configured {cfg:?}");
-            assert_eq!(a.send_buffer(), Some(expect), "unix accept, configured {cfg:?}");
+            assert_eq!(d.send_buffer(), Some(want_unix), "unix dial, configured {cfg:?}");
+            assert_eq!(a.send_buffer(), Some(want_unix), "unix accept, configured {cfg:?}");
             let d = dial(&tcp_addr, t, cfg).unwrap();
             let a = tcp.accept(cfg).unwrap();
-            assert_eq!(d.send_buffer(), Some(reported(want, Some(&tcp_l))), "tcp dial, configured {cfg:?}");
-            assert_eq!(a.send_buffer(), Some(reported(want, Some(&tcp_l))), "tcp accept, configured {cfg:?}");
+            assert_eq!(d.send_buffer(), Some(want_tcp), "tcp dial, configured {cfg:?}");
+            assert_eq!(a.send_buffer(), Some(want_tcp), "tcp accept, configured {cfg:?}");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

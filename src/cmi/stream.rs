@@ -144,19 +144,7 @@ impl SocketStream {
             return Ok(());
         }
         let tv = libc::timeval { tv_sec: (us / 1_000_000) as libc::time_t, tv_usec: (us % 1_000_000) as libc::suseconds_t };
-        // SAFETY: passes a live timeval and its exact size; the kernel only reads it.
-        let r = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_socket_option(&self.fd, opt, &tv)?;
         cache.store(us, Ordering::Relaxed);
         Ok(())
     }
@@ -329,15 +317,19 @@ impl Stream for SocketStream {
 /// Asks for a send buffer of `bytes` (`SO_SNDBUF`) on a socket. The kernel
 /// doubles the figure for its bookkeeping and caps it at `net.core.wmem_max`.
 pub(crate) fn set_send_buffer(fd: &impl AsRawFd, bytes: u32) -> io::Result<()> {
-    let v = bytes.min(libc::c_int::MAX as u32) as libc::c_int;
-    // SAFETY: passes a live c_int and its exact size; the kernel only reads it.
+    set_socket_option(fd, libc::SO_SNDBUF, &(bytes.min(libc::c_int::MAX as u32) as libc::c_int))
+}
+
+/// `setsockopt(SOL_SOCKET, opt)` with the plain-data value `v`.
+fn set_socket_option<T: Copy>(fd: &impl AsRawFd, opt: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: passes a live value and its exact size; the kernel only reads it.
     let r = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            opt,
+            (v as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if r != 0 {

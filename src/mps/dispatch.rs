@@ -66,12 +66,18 @@ impl Dispatcher {
     /// Puts a session with new events on the run queue (the caller set its
     /// `scheduled` flag under the session's lock).
     pub fn push(&self, s: Arc<Session>) {
-        self.q.lock().sessions.push_back(s);
-        self.cv.notify_one();
+        self.enqueue(std::iter::once(s));
     }
 
-    /// Puts several sessions on the run queue at once (emptying `v`), waking
-    /// one idle worker per session, as far as there are idle workers.
+    /// Puts several sessions on the run queue at once (emptying `v`).
+    pub fn push_all(&self, v: &mut Vec<Arc<Session>>) {
+        if !v.is_empty() {
+            self.enqueue(v.drain(..));
+        }
+    }
+
+    /// Queues sessions and wakes one idle worker per session, as far as there
+    /// are idle workers.
     ///
     /// The count of idle workers is taken under the queue's lock. Waking
     /// "until `notify_one` finds no waiter" instead would, on a shared CPU,
@@ -79,15 +85,12 @@ impl Dispatcher {
     /// drains the queue and waits again before the next `notify_one`, which
     /// then finds it waiting. Measured: 10 wake-ups of callback threads per
     /// 33-completion CONFIRM frame spread over 33 sessions (docs/PERFORMANCE.md).
-    pub fn push_all(&self, v: &mut Vec<Arc<Session>>) {
-        let n = v.len();
-        if n == 0 {
-            return;
-        }
+    fn enqueue(&self, sessions: impl Iterator<Item = Arc<Session>>) {
         let wake = {
             let mut q = self.q.lock();
-            q.sessions.extend(v.drain(..));
-            n.min(q.idle)
+            let before = q.sessions.len();
+            q.sessions.extend(sessions);
+            (q.sessions.len() - before).min(q.idle)
         };
         for _ in 0..wake {
             if !self.cv.notify_one() {

@@ -477,7 +477,7 @@ impl Core {
         log!(Level::Debug, "session {:#x} closed", s.id.0);
         if notify {
             self.queue_event(st, Event::CloseCompleted { session: s.id, status: Status::STATUS_SUCCESS });
-            self.schedule(s, st);
+            self.schedule(s, st, None);
         }
     }
 
@@ -488,10 +488,16 @@ impl Core {
         st.events.push_back(ev);
     }
 
-    fn schedule(&self, s: &Arc<Session>, st: &mut session::State) {
+    /// Puts a session that has events on the dispatcher's run queue, unless
+    /// it is there; with `defer`, into that list instead, for the caller to
+    /// hand to the dispatcher together with others (`confirmed`).
+    fn schedule(&self, s: &Arc<Session>, st: &mut session::State, defer: Option<&mut Vec<Arc<Session>>>) {
         if !st.scheduled {
             st.scheduled = true;
-            self.dispatcher.push(s.clone());
+            match defer {
+                Some(v) => v.push(s.clone()),
+                None => self.dispatcher.push(s.clone()),
+            }
         }
     }
 
@@ -584,24 +590,15 @@ impl Core {
         }
     }
 
-    /// A send is finished with `status`. An asynchronous one's session is
-    /// scheduled now, or, with `defer`, added there for the caller to hand to
-    /// the dispatcher together with others (`confirmed`).
+    /// A send is finished with `status`; an asynchronous one's session is
+    /// scheduled (`defer`: see `schedule`).
     fn complete(&self, p: Pending, status: Status, defer: Option<&mut Vec<Arc<Session>>>) {
         match p {
             Pending::Sync(slot) => slot.complete(status),
             Pending::Async { session, buffer, tag, context } => {
                 let mut st = session.st.lock();
                 self.queue_event(&mut st, Event::MessageSent { session: session.id, context, status, tag, buffer });
-                match defer {
-                    None => self.schedule(&session, &mut st),
-                    Some(v) if !st.scheduled => {
-                        st.scheduled = true;
-                        drop(st);
-                        v.push(session);
-                    }
-                    Some(_) => {}
-                }
+                self.schedule(&session, &mut st, defer);
             }
         }
     }
@@ -817,7 +814,7 @@ impl Core {
         } else {
             st.received_events += 1;
             self.queue_event(&mut st, Event::MessageReceived(msg));
-            self.schedule(s, &mut st);
+            self.schedule(s, &mut st, None);
         }
     }
 

@@ -1,7 +1,7 @@
 #![allow(dead_code)]
 //! Shared helpers for the Rust integration tests: unique addresses and SP pairs.
 
-use mps::{Callback, Config, Event, Mps, SpId};
+use mps::{Callback, Config, Event, MessageBuf, Mps, ReceivedMessage, SessionId, SpId, Status, Timeout};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -83,4 +83,28 @@ pub fn channel_callback() -> (Callback, mpsc::Receiver<Event>) {
 /// Waits for the next event (failing the test after a generous bound).
 pub fn next(rx: &mpsc::Receiver<Event>) -> Event {
     rx.recv_timeout(Duration::from_secs(30)).expect("an event within 30 s")
+}
+
+/// Opens `name` on both SPs of a pair and sends one message from `ma`'s
+/// session to `mb`'s, received there, so that `mb`'s session knows which
+/// link to read. Returns the two sessions.
+pub fn linked_sessions(ma: &Mps, mb: &Mps, name: &str) -> (SessionId, SessionId) {
+    let sa = ma.open(None, 0, 0, name, 0).unwrap();
+    let sb = mb.open(None, 0, 0, name, 0).unwrap();
+    ma.send_sync(sa, mb.local_sp(), &MessageBuf::from_slice(b"first").unwrap(), 5, 1).unwrap();
+    assert_eq!(mb.receive(sb, Timeout::Forever, 0).unwrap().data, b"first");
+    (sa, sb)
+}
+
+/// A thread blocked (or about to block) in `receive(s, Forever)`; returns
+/// once the thread has started.
+pub fn receive_in_thread(m: &Mps, s: SessionId) -> std::thread::JoinHandle<Result<ReceivedMessage, Status>> {
+    let (started_tx, started) = mpsc::channel();
+    let m = m.clone();
+    let t = std::thread::spawn(move || {
+        started_tx.send(()).unwrap();
+        m.receive(s, Timeout::Forever, 0)
+    });
+    started.recv().unwrap();
+    t
 }
