@@ -130,31 +130,34 @@ fn worker(core: &Arc<Core>) {
             }
         };
         let mut ran = 0;
+        let mut st = s.st.lock();
         loop {
-            let ev = {
-                let mut st = s.st.lock();
-                match st.events.pop_front() {
-                    Some(ev) if ran < BATCH => {
-                        core.dispatcher.queued.fetch_sub(1, Ordering::Relaxed);
-                        ev
-                    }
-                    Some(ev) => {
-                        // Fairness: back of the queue, still scheduled.
-                        st.events.push_front(ev);
-                        drop(st);
-                        core.dispatcher.push(s.clone());
-                        break;
-                    }
-                    None => {
-                        st.scheduled = false;
-                        // The last event may have been what a pending close waited for.
-                        core.maybe_finish_close_pub(&s, &mut st);
-                        break;
-                    }
+            match st.events.pop_front() {
+                Some(ev) if ran < BATCH => {
+                    core.dispatcher.queued.fetch_sub(1, Ordering::Relaxed);
+                    // Counted as running until it returns: a close meanwhile
+                    // is pending (its CloseCompleted comes after this callback).
+                    st.running = true;
+                    drop(st);
+                    core.run_event(&s, ev);
+                    ran += 1;
+                    st = s.st.lock();
+                    st.running = false;
                 }
-            };
-            core.run_event(&s, ev);
-            ran += 1;
+                Some(ev) => {
+                    // Fairness: back of the queue, still scheduled.
+                    st.events.push_front(ev);
+                    drop(st);
+                    core.dispatcher.push(s.clone());
+                    break;
+                }
+                None => {
+                    st.scheduled = false;
+                    // The last event may have been what a pending close waited for.
+                    core.maybe_finish_close_pub(&s, &mut st);
+                    break;
+                }
+            }
         }
     }
 }

@@ -206,6 +206,8 @@ pub(crate) struct Up(Weak<Core>);
 /// A message accepted into a session (its place reserved), waiting for its
 /// confirmation to leave before it is dispatched (seed FIG. 8A).
 pub(crate) struct Accepted {
+    /// To finish a pending close should this be the last thing it waited for.
+    core: Weak<Core>,
     session: Arc<Session>,
     /// `None` once dispatched.
     msg: Option<ReceivedMessage>,
@@ -221,6 +223,9 @@ impl Drop for Accepted {
             let mut st = self.session.st.lock();
             st.unreserve(self.to_queue);
             st.held_bytes -= m.data.len() as u64;
+            if let Some(core) = self.core.upgrade() {
+                core.maybe_finish_close(&self.session, &mut st);
+            }
             drop(st);
             self.session.settled.notify_all();
         }
@@ -231,7 +236,10 @@ impl Upcall for Up {
     type Accepted = Accepted;
     fn accept(&self, from: SpId, msg: InboundMessage<'_>) -> Result<Accepted, Status> {
         match self.0.upgrade() {
-            Some(c) => c.accept(from, msg),
+            Some(c) => c.accept(from, msg).map(|mut a| {
+                a.core = self.0.clone();
+                a
+            }),
             None => Err(Status::STATUS_OBJECT_NAME_NOT_FOUND),
         }
     }
@@ -472,6 +480,17 @@ impl Core {
         st.closed = true;
         let discarded: u64 = st.queue.iter().map(|m| m.data.len() as u64).sum();
         st.held_bytes -= discarded;
+        if !st.queue.is_empty() {
+            // Confirmed to their senders, queued in the session, and closed
+            // before the client received them: its choice, said out loud.
+            log!(
+                Level::Warn,
+                "session {:#x} ({:?}) closed with {} queued message(s) not received; they are discarded",
+                s.id.0,
+                s.name,
+                st.queue.len()
+            );
+        }
         st.queue.clear();
         self.table.remove(s);
         log!(Level::Debug, "session {:#x} closed", s.id.0);
@@ -784,7 +803,7 @@ impl Core {
             }
         }
         let msg = ReceivedMessage { data: m.payload, sender: from, tag: m.tag, session: s.id, context: s.context };
-        Ok(Accepted { session: s, msg: Some(msg), to_queue })
+        Ok(Accepted { core: Weak::new(), session: s, msg: Some(msg), to_queue })
     }
 
     /// Delivers an accepted message whose confirmation has left: to a blocked
@@ -811,6 +830,9 @@ impl Core {
                 return;
             }
             st.queue.push_back(msg);
+            // A close that waited for this message's dispatch completes now
+            // (and discards the queue, as any close does).
+            self.maybe_finish_close(s, &mut st);
         } else {
             st.received_events += 1;
             self.queue_event(&mut st, Event::MessageReceived(msg));

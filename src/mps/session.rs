@@ -65,6 +65,10 @@ pub(crate) struct State {
     pub held_bytes: u64,
     /// The session is on the dispatcher's run queue or a worker is running its callback.
     pub scheduled: bool,
+    /// A worker is running one of this session's callbacks right now (the
+    /// event has left `events`): a close meanwhile is pending, and its
+    /// `CloseCompleted` follows that callback's return.
+    pub running: bool,
 }
 
 impl State {
@@ -76,9 +80,12 @@ impl State {
         }
     }
 
-    /// Nothing keeps a closing session open any more.
+    /// Nothing keeps a closing session open any more: no send unfinished, no
+    /// receiver inside `receive`, no event undelivered or callback running,
+    /// and no message confirmed to its sender but not yet dispatched (a
+    /// confirmed message always reaches the session: SPEC 5).
     pub fn idle(&self) -> bool {
-        self.sends == 0 && self.receivers == 0 && self.events.is_empty()
+        self.sends == 0 && self.receivers == 0 && self.events.is_empty() && !self.running && self.reserved == 0
     }
 }
 

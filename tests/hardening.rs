@@ -1,0 +1,229 @@
+//! Regression tests for the defects of issue 8 ("hardening the core") that live
+//! in the session layer and the links: each one failed on the code before its
+//! fix. Every wait has a deadline, so a regression fails instead of hanging.
+
+mod common;
+use common::*;
+use mps::{CloseOutcome, Event, MessageBuf, Mps, SpId, Status};
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+const A: SpId = SpId::a(0);
+const B: SpId = SpId::b(0);
+
+fn solo() -> Mps {
+    let name = unique("solo");
+    let cfg = mps::Config::from_toml(&format!("sp = \"0.A\"\nlisten = \"inproc:{name}\"\n"), "test").unwrap();
+    Mps::start(cfg).unwrap()
+}
+
+/// 8.2: `close` from another thread while a callback of the session runs must
+/// be pending, and `CloseCompleted` must come after that callback returned.
+#[test]
+fn close_while_a_callback_runs_is_pending_and_completes_after_it() {
+    let (entered_tx, entered) = mpsc::channel::<()>();
+    let (release_tx, release) = mpsc::channel::<()>();
+    let (order_tx, order) = mpsc::channel::<&'static str>();
+    let (entered_tx, release, order_tx) = (Mutex::new(entered_tx), Mutex::new(release), Mutex::new(order_tx));
+    let cb: mps::Callback = Arc::new(move |ev| match ev {
+        Event::MessageSent { .. } => {
+            entered_tx.lock().unwrap().send(()).unwrap();
+            // Blocks until the test has called close from its own thread.
+            let _ = release.lock().unwrap().recv_timeout(Duration::from_secs(30));
+            order_tx.lock().unwrap().send("callback returned").unwrap();
+        }
+        Event::CloseCompleted { .. } => order_tx.lock().unwrap().send("close completed").unwrap(),
+        Event::MessageReceived(_) => {}
+    });
+    // A send to another SP whose session has no callback: the sender's only
+    // callback event is the send's completion, which blocks above.
+    let (m, mb) = inproc_pair("");
+    let s = m.open(Some(cb), 0, 0, "Busy", 0).unwrap();
+    let _sink = mb.open(None, 0, 0, "Busy", 0).unwrap();
+    m.send_async(s, B, MessageBuf::from_slice(b"x").unwrap(), 1, 1, 0).unwrap();
+    entered.recv_timeout(Duration::from_secs(30)).expect("the callback started");
+    let outcome = m.close(s).unwrap();
+    release_tx.send(()).unwrap();
+    assert_eq!(outcome, CloseOutcome::Pending, "a callback of the session is running: the close must be pending");
+    assert_eq!(order.recv_timeout(Duration::from_secs(30)).unwrap(), "callback returned");
+    assert_eq!(order.recv_timeout(Duration::from_secs(30)).unwrap(), "close completed");
+    m.shutdown().unwrap();
+}
+
+/// 8.2: closing from inside the callback still works: pending, and exactly
+/// one CloseCompleted after the callback returns.
+#[test]
+fn close_from_inside_the_callback_completes_once_after_it() {
+    let m = solo();
+    let (tx, rx) = mpsc::channel::<String>();
+    let tx = Mutex::new(tx);
+    let m2 = m.clone();
+    let cb: mps::Callback = Arc::new(move |ev| match ev {
+        Event::MessageSent { session, .. } => {
+            let r = m2.close(session);
+            tx.lock().unwrap().send(format!("closed inside: {r:?}")).unwrap();
+        }
+        Event::CloseCompleted { .. } => tx.lock().unwrap().send("close completed".into()).unwrap(),
+        Event::MessageReceived(_) => {}
+    });
+    let s = m.open(Some(cb), 0, 0, "SelfClose", 0).unwrap();
+    m.send_async(s, A, MessageBuf::from_slice(b"x").unwrap(), 1, 1, 0).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), "closed inside: Ok(Pending)");
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), "close completed");
+    // Nothing else arrives: the shutdown below delivers whatever is queued.
+    m.shutdown().unwrap();
+    assert!(rx.try_recv().is_err(), "exactly one CloseCompleted");
+}
+
+/// The sender side of a stream: asynchronous sends with a window, recording
+/// which sequence numbers were confirmed STATUS_SUCCESS.
+struct Stream {
+    window: Mutex<(usize, Vec<u32>)>,
+    cv: Condvar,
+}
+
+impl Stream {
+    fn new() -> Arc<Stream> {
+        Arc::new(Stream { window: Mutex::new((0, Vec::new())), cv: Condvar::new() })
+    }
+    fn callback(self: &Arc<Self>) -> mps::Callback {
+        let me = self.clone();
+        Arc::new(move |ev| {
+            if let Event::MessageSent { status, tag, .. } = ev {
+                let mut w = me.window.lock().unwrap();
+                w.0 -= 1;
+                if status == Status::STATUS_SUCCESS {
+                    w.1.push(tag);
+                }
+                me.cv.notify_all();
+            }
+        })
+    }
+    /// Waits until fewer than `n` sends are in flight (30 s at most).
+    fn wait_below(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut w = self.window.lock().unwrap();
+        while w.0 >= n {
+            let left = deadline.checked_duration_since(Instant::now()).expect("sends complete within 30 s");
+            w = self.cv.wait_timeout(w, left).unwrap().0;
+        }
+    }
+}
+
+/// 8.3: a message confirmed STATUS_SUCCESS always reaches the session, even
+/// when the receiver closes its session in the window between the
+/// confirmation and the dispatch (the reader confirms a whole read's messages,
+/// then dispatches them one by one; a close from the callback of the first one
+/// lands in the middle of that) and then reopens it.
+#[test]
+fn a_confirmed_message_reaches_a_session_that_closes_and_reopens() {
+    let (ma, mb) = inproc_pair("");
+    let stream = Stream::new();
+    let sa = ma.open(Some(stream.callback()), 0, 0, "Flap", 0).unwrap();
+    // What the receiver's callbacks saw, in order.
+    enum Seen {
+        Message(u32),
+        ClosedNow,
+        Pending,
+        CloseCompleted,
+    }
+    let (tx, rx) = mpsc::channel::<Seen>();
+    let tx = Mutex::new(tx);
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let receiver_cb: mps::Callback = {
+        let (mb, closing) = (mb.clone(), closing.clone());
+        Arc::new(move |ev| match ev {
+            Event::MessageReceived(r) => {
+                let tx = tx.lock().unwrap();
+                tx.send(Seen::Message(u32::from_le_bytes(r.data[..4].try_into().unwrap()))).unwrap();
+                // Close at the first message of each incarnation.
+                if !closing.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    match mb.close(r.session) {
+                        Ok(CloseOutcome::Closed) => tx.send(Seen::ClosedNow).unwrap(),
+                        Ok(CloseOutcome::Pending) => tx.send(Seen::Pending).unwrap(),
+                        Err(e) => panic!("close from the callback: {e:?}"),
+                    }
+                }
+            }
+            Event::CloseCompleted { .. } => tx.lock().unwrap().send(Seen::CloseCompleted).unwrap(),
+            Event::MessageSent { .. } => {}
+        })
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (ma, stream, stop) = (ma.clone(), stream.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seq = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                stream.wait_below(64);
+                stream.window.lock().unwrap().0 += 1;
+                let mut buf = MessageBuf::new(64).unwrap();
+                buf.as_mut_slice()[..4].copy_from_slice(&seq.to_le_bytes());
+                if let Err((st, _)) = ma.send_async(sa, B, buf, 64, seq, 0) {
+                    stream.window.lock().unwrap().0 -= 1;
+                    panic!("send {seq} refused: {st:?}");
+                }
+                seq += 1;
+            }
+            stream.wait_below(1);
+            seq
+        })
+    };
+    let mut delivered = HashSet::new();
+    let mut cycles = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Each cycle: open; the callback closes at the first message; wait until
+    // that close is complete (closed at once, or its CloseCompleted); reopen.
+    let mut last_open = None;
+    while cycles < 400 && Instant::now() < deadline {
+        closing.store(false, std::sync::atomic::Ordering::Relaxed);
+        last_open = Some(mb.open(Some(receiver_cb.clone()), 0, 0, "Flap", 0).unwrap());
+        loop {
+            match rx.recv_timeout(Duration::from_secs(30)).expect("messages keep coming, and closes complete") {
+                Seen::Message(seq) => {
+                    delivered.insert(seq);
+                }
+                Seen::ClosedNow | Seen::CloseCompleted => break,
+                Seen::Pending => {}
+            }
+        }
+        last_open = None;
+        cycles += 1;
+    }
+    assert!(last_open.is_none());
+    // The stream's tail: open once more (no closing), stop the sender, and
+    // take every message that reaches this last incarnation.
+    closing.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sb = mb.open(Some(receiver_cb.clone()), 0, 0, "Flap", 0).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    if mb.close(sb).unwrap() == CloseOutcome::Pending {
+        loop {
+            match rx.recv_timeout(Duration::from_secs(30)).expect("the last close completes") {
+                Seen::Message(seq) => {
+                    delivered.insert(seq);
+                }
+                Seen::CloseCompleted => break,
+                _ => {}
+            }
+        }
+    }
+    while let Ok(seen) = rx.try_recv() {
+        if let Seen::Message(seq) = seen {
+            delivered.insert(seq);
+        }
+    }
+    let confirmed = stream.window.lock().unwrap().1.clone();
+    let lost: Vec<u32> = confirmed.iter().copied().filter(|s| !delivered.contains(s)).collect();
+    assert!(cycles >= 50, "only {cycles} close/reopen cycles ran");
+    assert!(confirmed.len() > 100, "only {} of {sent} messages confirmed", confirmed.len());
+    assert!(
+        lost.is_empty(),
+        "{} of {} messages confirmed STATUS_SUCCESS never reached the session over {cycles} closes (first: {:?})",
+        lost.len(),
+        confirmed.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
