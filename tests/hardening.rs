@@ -176,10 +176,9 @@ fn a_confirmed_message_reaches_a_session_that_closes_and_reopens() {
     let deadline = Instant::now() + Duration::from_secs(60);
     // Each cycle: open; the callback closes at the first message; wait until
     // that close is complete (closed at once, or its CloseCompleted); reopen.
-    let mut last_open = None;
     while cycles < 400 && Instant::now() < deadline {
         closing.store(false, std::sync::atomic::Ordering::Relaxed);
-        last_open = Some(mb.open(Some(receiver_cb.clone()), 0, 0, "Flap", 0).unwrap());
+        mb.open(Some(receiver_cb.clone()), 0, 0, "Flap", 0).unwrap();
         loop {
             match rx.recv_timeout(Duration::from_secs(30)).expect("messages keep coming, and closes complete") {
                 Seen::Message(seq) => {
@@ -189,10 +188,8 @@ fn a_confirmed_message_reaches_a_session_that_closes_and_reopens() {
                 Seen::Pending => {}
             }
         }
-        last_open = None;
         cycles += 1;
     }
-    assert!(last_open.is_none());
     // The stream's tail: open once more (no closing), stop the sender, and
     // take every message that reaches this last incarnation.
     closing.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -226,4 +223,134 @@ fn a_confirmed_message_reaches_a_session_that_closes_and_reopens() {
         confirmed.len(),
         &lost[..lost.len().min(10)]
     );
+}
+
+const HB: &str = "[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 400\n[reconnect]\ninitial_backoff_ms = 5\nmax_backoff_ms = 50\n";
+
+/// 8.10: a confirmation's status is checked against what the protocol
+/// allows; STATUS_PENDING or a made-up value must not become the result of
+/// a synchronous send. (The link ends: the peer broke the protocol.)
+#[test]
+fn a_confirmation_with_a_status_outside_the_protocol_is_not_taken_as_final() {
+    for bad in [Status::STATUS_PENDING, Status(0x1234_5678), Status::STATUS_TIMEOUT, Status::STATUS_INVALID_HANDLE] {
+        let dir = TempDir::new();
+        let pb = dir.0.join("b.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
+        let ma = sp_with_peer_at("0.A", None, "0.B", &pb, HB);
+        let mut fake = RawPeer::accept(&listener, B);
+        ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+        let s = ma.open(None, 0, 0, "Odd", 0).unwrap();
+        let m2 = ma.clone();
+        let sender = std::thread::spawn(move || m2.send_sync(s, B, &MessageBuf::new(1).unwrap(), 1, 0));
+        let id = fake.read_message_id();
+        fake.confirm(&[(id, bad)]).unwrap();
+        let r = within(Duration::from_secs(30), "the synchronous send", move || sender.join().unwrap());
+        assert_eq!(r, Err(Status::STATUS_CONNECTION_DISCONNECTED), "a confirmation with {bad:?}");
+    }
+}
+
+/// 8.10: a confirmation is matched to the connection its message went out
+/// on: a new connection from the same peer cannot confirm what was sent on
+/// the one it replaced (that message fails with CONNECTION_DISCONNECTED).
+#[test]
+fn a_new_connection_cannot_confirm_a_message_sent_on_the_one_it_replaced() {
+    for round in 0..10 {
+        let dir = TempDir::new();
+        let pb = dir.0.join("b.sock");
+        let mb = sp_with_peer_at("0.B", Some(&pb), "0.A", &dir.0.join("a.sock"), HB);
+        let mut old = RawPeer::dial(&pb, A);
+        mb.wait_for_peer(A, Some(Duration::from_secs(30))).unwrap();
+        let (cb, events) = channel_callback();
+        let s = mb.open(Some(cb), 0, 0, "Moved", 0).unwrap();
+        mb.send_async(s, A, MessageBuf::new(1).unwrap(), 1, 7, 0).unwrap();
+        let id = old.read_message_id();
+        // The peer comes back on a new connection and confirms the message
+        // that went out on the old one.
+        let mut new = RawPeer::dial(&pb, A);
+        let _ = new.confirm(&[(id, Status::STATUS_SUCCESS)]);
+        match next(&events) {
+            Event::MessageSent { status, tag, .. } => {
+                assert_eq!((status, tag), (Status::STATUS_CONNECTION_DISCONNECTED, 7), "round {round}")
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+        drop(old);
+    }
+}
+
+/// 8.5: a peer that keeps sending heartbeats but never confirms makes no
+/// progress: the oldest unconfirmed message older than the dead-peer timeout
+/// ends the link, so the synchronous send returns instead of hanging.
+#[test]
+fn a_peer_that_heartbeats_but_never_confirms_cannot_hang_a_send() {
+    let dir = TempDir::new();
+    let pb = dir.0.join("b.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
+    let ma = sp_with_peer_at("0.A", None, "0.B", &pb, HB);
+    let mut fake = RawPeer::accept(&listener, B);
+    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+    // Heartbeats every 10 ms, for as long as the link lives.
+    let mut beat = fake.s.try_clone().unwrap();
+    let beater = std::thread::spawn(move || {
+        use std::io::Write;
+        let hb = mps::cmi::frame::heartbeat();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(60) && beat.write_all(&hb).is_ok() {
+            std::thread::sleep(Duration::from_millis(10)); // the load's pace, not a synchronization
+        }
+    });
+    let s = ma.open(None, 0, 0, "Stuck", 0).unwrap();
+    let m2 = ma.clone();
+    let t0 = Instant::now();
+    let r = within(Duration::from_secs(20), "a synchronous send to a peer that never confirms", move || {
+        m2.send_sync(s, B, &MessageBuf::new(1).unwrap(), 1, 0)
+    });
+    assert_eq!(r, Err(Status::STATUS_CONNECTION_DISCONNECTED));
+    assert!(t0.elapsed() >= Duration::from_millis(350), "failed before the dead-peer timeout: {:?}", t0.elapsed());
+    let _ = fake.read_message_id();
+    drop(fake);
+    ma.shutdown().unwrap();
+    beater.join().unwrap();
+}
+
+/// 8.1: a peer that streams MESSAGE frames and never reads its socket must not
+/// make the SP queue confirmations without bound: the SP stops reading it
+/// (back-pressure), and ends the link once its queue has stayed stuck past the
+/// dead-peer timeout.
+#[test]
+fn a_peer_that_never_reads_its_confirmations_is_throttled_then_dropped() {
+    let dir = TempDir::new();
+    let pb = dir.0.join("b.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
+    let ma = sp_with_peer_at("0.A", None, "0.B", &pb, "[heartbeat]\ninterval_ms = 50\ndead_peer_timeout_ms = 3000\n");
+    let mut fake = RawPeer::accept(&listener, B);
+    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+    // 50,000 frames per write; the SP answers each read with a CONFIRM that
+    // the fake never reads.
+    let mut batch = Vec::new();
+    for i in 0..50_000u64 {
+        batch.extend_from_slice(&RawPeer::message_frame(i, "Nobody", b""));
+    }
+    fake.s.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut sent_batches = 0u64;
+    let stalled = loop {
+        use std::io::Write;
+        match fake.s.write_all(&batch) {
+            Ok(()) => sent_batches += 1,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break true,
+            Err(e) => panic!("the link ended before the SP stopped reading: {e}"),
+        }
+        // 4 million unread confirmations (48 MB of CONFIRM frames queued) is
+        // far past any bound: the SP never pushed back.
+        if sent_batches >= 80 {
+            break false;
+        }
+    };
+    assert!(stalled, "the SP read {} messages whose confirmations were never read, and kept reading", sent_batches * 50_000);
+    // Then, the queue stuck past the dead-peer timeout, the SP ends the link.
+    let t0 = Instant::now();
+    while ma.wait_for_peer(B, Some(Duration::ZERO)).is_ok() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "the link to a peer that never reads was not dropped");
+        std::thread::sleep(Duration::from_millis(10)); // polling a condition with a deadline
+    }
 }

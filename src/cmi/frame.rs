@@ -254,8 +254,23 @@ pub fn encode_confirms(out: &mut Vec<u8>, entries: &[(u64, Status)]) {
     }
 }
 
+/// The statuses a receiver confirms a message with (docs/PROTOCOL.md 5):
+/// any other value in a `CONFIRM` is a broken or hostile peer, never the
+/// final status of a send.
+pub const CONFIRM_STATUSES: [Status; 4] = [
+    Status::STATUS_SUCCESS,
+    Status::STATUS_OBJECT_NAME_NOT_FOUND,
+    Status::STATUS_PIPE_CLOSING,
+    Status::STATUS_INSUFFICIENT_RESOURCES,
+];
+
+/// Whether a receiver may confirm a message with `st` (see [`CONFIRM_STATUSES`]).
+pub fn confirm_status_allowed(st: Status) -> bool {
+    CONFIRM_STATUSES.contains(&st)
+}
+
 /// Parses a `CONFIRM` body into (message id, status) pairs.
-pub fn decode_confirms(b: &[u8]) -> Result<impl ExactSizeIterator<Item = (u64, Status)> + '_, String> {
+pub fn decode_confirms(b: &[u8]) -> Result<impl ExactSizeIterator<Item = (u64, Status)> + Clone + '_, String> {
     let n = le_u32(b, 0) as usize;
     if 4 + n * CONFIRM_ENTRY != b.len() {
         return Err(format!("CONFIRM claims {n} entries in a body of {} bytes", b.len()));

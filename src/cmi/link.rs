@@ -16,6 +16,7 @@
 use super::frame::{self, Hello, Kind, MessageHead, MAX_MESSAGE_HEAD, PREFIX_LEN};
 use super::stream::{Stream, MAX_IOV};
 use super::{InboundMessage, Upcall};
+use crate::log::{log, Level};
 use crate::sp_id::SpId;
 use crate::status::Status;
 use parking_lot::{Condvar, Mutex};
@@ -62,25 +63,48 @@ struct OutQueue {
     backlog: bool,
     /// The link is dead: nothing more is queued or written.
     dead: bool,
-    /// MESSAGE frames queued or written whose confirmation has not been read.
-    unconfirmed: usize,
+    /// MESSAGE frames queued or written whose confirmation has not been read,
+    /// in the order they were queued (which is the order on the wire, and so
+    /// the order the peer confirms them in): (message id, milliseconds since
+    /// `clock_base` when it was queued). The front's age is how long the peer
+    /// has made no progress (`Conn::watch`).
+    unacked: VecDeque<(u64, u64)>,
+    /// Bytes of CONFIRM frames queued and not yet wholly written: what a peer
+    /// that does not read makes this SP hold. Bounded by back-pressure
+    /// (`CONFIRM_BACKLOG_HIGH`).
+    confirm_bytes: usize,
 }
+
+/// A link's reader stops reading while this many bytes of confirmations wait
+/// to be written to the peer (it does not read them), and reads again once
+/// they are down to `CONFIRM_BACKLOG_LOW`. One read's confirmations can come
+/// on top (a 64 KiB read holds at most 1,985 messages: 24 KiB of entries), so
+/// a peer can make a link hold at most about 1.05 MiB of confirmations; a
+/// queue that stays stuck for the dead-peer timeout ends the link.
+pub(crate) const CONFIRM_BACKLOG_HIGH: usize = 1 << 20;
+/// See `CONFIRM_BACKLOG_HIGH`.
+pub(crate) const CONFIRM_BACKLOG_LOW: usize = 256 << 10;
 
 impl OutQueue {
     /// `written` more bytes of the queue's front went out: drops the frames
-    /// now wholly written (and their payloads).
-    fn consume(&mut self, mut written: usize) {
+    /// now wholly written (and their payloads). True when the confirmation
+    /// backlog went down to `CONFIRM_BACKLOG_LOW` (a paused reader may go on).
+    fn consume(&mut self, mut written: usize) -> bool {
+        let before = self.confirm_bytes;
         while written > 0 {
             let left = self.frames[0].len() - self.head_written;
             if written >= left {
                 written -= left;
-                self.frames.pop_front();
+                if let Some(f) = self.frames.pop_front() {
+                    self.confirm_bytes -= f.extra.len();
+                }
                 self.head_written = 0;
             } else {
                 self.head_written += written;
                 written = 0;
             }
         }
+        before > CONFIRM_BACKLOG_LOW && self.confirm_bytes <= CONFIRM_BACKLOG_LOW
     }
 }
 
@@ -171,6 +195,10 @@ pub struct Conn {
     dead_reason: Mutex<Option<String>>,
     /// Signalled when the writer empties the queue (for `drain`).
     drained: Condvar,
+    /// Signalled when the confirmation backlog is down to
+    /// `CONFIRM_BACKLOG_LOW`, when the link dies, and on `interrupt`: wakes a
+    /// reader paused by back-pressure.
+    room: Condvar,
     /// The reader must stop (`kill`). A failed write alone does not stop it:
     /// it goes on reading what the peer sent before the failure (its
     /// confirmations above all) until end-of-stream.
@@ -219,13 +247,21 @@ impl Conn {
             peer_max_message: hello.max_message,
             version,
             stream,
-            out: Mutex::new(OutQueue { frames: VecDeque::new(), head_written: 0, backlog: false, dead: false, unconfirmed: 0 }),
+            out: Mutex::new(OutQueue {
+                frames: VecDeque::new(),
+                head_written: 0,
+                backlog: false,
+                dead: false,
+                unacked: VecDeque::new(),
+                confirm_bytes: 0,
+            }),
             writer_wake: Condvar::new(),
             last_tx_ms: AtomicU64::new(0),
             last_rx_ms: AtomicU64::new(0),
             clock_base: Instant::now(),
             dead_reason: Mutex::new(None),
             drained: Condvar::new(),
+            room: Condvar::new(),
             killed: AtomicBool::new(false),
             rx: Mutex::new(RxCtx::new(leftover)),
             role: Mutex::new(Role::default()),
@@ -265,11 +301,12 @@ impl Conn {
         if q.dead {
             return Err(LinkDown);
         }
-        // Decided under the queue lock, like the count's decrement in
-        // `confirmations_read`: a deferred frame always has a confirmation
+        // Decided under the queue lock, like the removals in
+        // `take_confirmations`: a deferred frame always has a confirmation
         // still to come that will flush it.
-        let defer = coalesce && q.unconfirmed > 0;
-        q.unconfirmed += 1;
+        let defer = coalesce && !q.unacked.is_empty();
+        let now = self.now_ms();
+        q.unacked.push_back((h.id, now));
         q.frames.push_back(f);
         if !defer && !q.backlog {
             self.flush_or_hand_off(&mut q);
@@ -289,11 +326,38 @@ impl Conn {
         }
     }
 
-    /// `n` confirmations arrived: fewer messages are unconfirmed, and what
-    /// was coalesced behind them goes out now.
-    fn confirmations_read(&self, n: usize) {
+    /// A CONFIRM frame arrived: checks it against what was sent on this
+    /// connection and takes its messages off the unconfirmed list. The peer
+    /// confirms every message, in the order it received them (PROTOCOL.md
+    /// 5): an entry that is not the oldest unconfirmed message (never sent
+    /// here, already confirmed, sent on another connection) or whose status
+    /// is not one the protocol allows is a broken peer, and ends the link.
+    fn take_confirmations(&self, entries: impl Iterator<Item = (u64, Status)>) -> Result<(), String> {
         let mut q = self.out.lock();
-        q.unconfirmed = q.unconfirmed.saturating_sub(n);
+        for (id, status) in entries {
+            if !frame::confirm_status_allowed(status) {
+                return Err(format!("malformed frame: CONFIRM of message {id} with {status:?}, which no receiver sends"));
+            }
+            match q.unacked.front() {
+                Some(&(oldest, _)) if oldest == id => {
+                    q.unacked.pop_front();
+                }
+                Some(&(oldest, _)) => {
+                    return Err(format!(
+                        "malformed frame: CONFIRM of message {id}, but the oldest unconfirmed message on this connection is {oldest}"
+                    ))
+                }
+                None => {
+                    return Err(format!("malformed frame: CONFIRM of message {id}, but no message on this connection awaits one"))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After confirmations: what was coalesced behind them goes out now.
+    fn flush_coalesced(&self) {
+        let mut q = self.out.lock();
         if !q.dead && !q.backlog && !q.frames.is_empty() {
             self.flush_or_hand_off(&mut q);
         }
@@ -304,7 +368,42 @@ impl Conn {
         for chunk in entries.chunks(frame::MAX_CONFIRMS_PER_FRAME) {
             frame::encode_confirms(&mut extra, chunk);
         }
-        self.enqueue(OutFrame { head: [0u8; MAX_MESSAGE_HEAD], head_len: 0, payload: None, extra })
+        let mut q = self.out.lock();
+        if q.dead {
+            return Err(LinkDown);
+        }
+        q.confirm_bytes += extra.len();
+        q.frames.push_back(OutFrame { head: [0u8; MAX_MESSAGE_HEAD], head_len: 0, payload: None, extra });
+        if !q.backlog {
+            self.flush_or_hand_off(&mut q);
+        }
+        Ok(())
+    }
+
+    /// Back-pressure: waits while the confirmations this link owes the peer
+    /// and cannot write (it does not read them) are over
+    /// `CONFIRM_BACKLOG_HIGH`, until they are down to `CONFIRM_BACKLOG_LOW`,
+    /// the link dies, the reader is interrupted (`interrupt`: shutdown, or an
+    /// API thread that wants the read role) or `until()` says stop. Reading no
+    /// more meanwhile is what bounds them. `Ok(true)`: read on.
+    fn wait_for_room(&self, until: &dyn Fn() -> bool, stop: &AtomicBool) -> bool {
+        let mut q = self.out.lock();
+        if q.confirm_bytes < CONFIRM_BACKLOG_HIGH {
+            return true;
+        }
+        log!(
+            Level::Warn,
+            "SP {} does not read its confirmations ({} bytes of them queued): reading from it is paused",
+            self.peer,
+            q.confirm_bytes
+        );
+        while q.confirm_bytes > CONFIRM_BACKLOG_LOW && !q.dead {
+            if until() || stop.load(Ordering::Acquire) || self.killed.load(Ordering::Acquire) {
+                return false;
+            }
+            self.room.wait(&mut q);
+        }
+        true
     }
 
     fn send_heartbeat(&self) -> Result<(), LinkDown> {
@@ -320,19 +419,46 @@ impl Conn {
     /// twice per heartbeat interval), so that no reader has to wake up for
     /// them: a heartbeat when nothing was written for an interval, and the end
     /// of the link when nothing was read for the dead-peer timeout.
+    ///
+    /// Liveness is judged by progress as well as by bytes: a peer that
+    /// heartbeats but never confirms, or never reads what this end writes,
+    /// is as dead as a silent one. Three rules, each bounded by the
+    /// dead-peer timeout:
+    /// - nothing read for the timeout (silence);
+    /// - the oldest unconfirmed message queued longer ago than the timeout
+    ///   (so every send completes within the timeout plus one watch period);
+    /// - frames queued and no byte of them written for the timeout (the peer
+    ///   does not read: its queue of confirmations and messages is stuck).
     pub(crate) fn watch(&self, p: &LinkParams) {
         let now = self.now_ms();
+        let dead_ms = p.dead_timeout.as_millis() as u64;
         let silent = now.saturating_sub(self.last_rx_ms.load(Ordering::Relaxed));
-        if silent >= p.dead_timeout.as_millis() as u64 {
+        if silent >= dead_ms {
             self.kill(&format!("no frame from the peer for {silent} ms: declared dead"));
             return;
         }
         let idle = now.saturating_sub(self.last_tx_ms.load(Ordering::Relaxed));
-        if idle >= p.heartbeat.as_millis() as u64 {
+        let (oldest, queued) = {
+            let q = self.out.lock();
+            (q.unacked.front().copied(), !q.frames.is_empty())
+        };
+        if let Some((id, at)) = oldest {
+            let age = now.saturating_sub(at);
+            if age >= dead_ms {
+                self.kill(&format!("message {id} unconfirmed for {age} ms: the peer makes no progress, declared dead"));
+                return;
+            }
+        }
+        if queued && idle >= dead_ms {
+            self.kill(&format!("nothing written for {idle} ms with frames queued: the peer does not read, declared dead"));
+            return;
+        }
+        if !queued && idle >= p.heartbeat.as_millis() as u64 {
+            // Only on an empty queue: frames already queued carry the same
+            // news, and one that cannot be written must not grow the queue.
             // After a failed write there is nothing to send with; the link
             // ends at the peer's end-of-stream or the dead-peer timeout.
             let _ = self.send_heartbeat();
-            self.last_tx_ms.store(self.now_ms(), Ordering::Relaxed);
         }
     }
 
@@ -375,7 +501,9 @@ impl Conn {
                 Err(e) => return Err(e),
             };
             self.last_tx_ms.store(self.now_ms(), Ordering::Relaxed);
-            q.consume(written);
+            if q.consume(written) {
+                self.room.notify_all();
+            }
         }
         Ok(true)
     }
@@ -390,10 +518,12 @@ impl Conn {
         q.dead = true;
         q.frames.clear();
         q.head_written = 0;
+        q.confirm_bytes = 0;
         self.dead_reason.lock().get_or_insert(reason);
         self.stream.shutdown_write();
         self.writer_wake.notify_all();
         self.drained.notify_all();
+        self.room.notify_all();
     }
 
     /// Ends the link: nothing more is written, queued payloads are released,
@@ -406,9 +536,12 @@ impl Conn {
         self.stream.interrupt();
     }
 
-    /// Wakes the reader so that it looks at the stop flag now.
+    /// Wakes the reader so that it looks at the stop flag now (also one
+    /// paused by back-pressure).
     pub(crate) fn interrupt(&self) {
         self.stream.interrupt();
+        let _q = self.out.lock();
+        self.room.notify_all();
     }
 
     /// Waits (at most until `deadline`) until everything queued has been written.
@@ -488,7 +621,9 @@ impl Conn {
             match r {
                 Ok(n) => {
                     self.last_tx_ms.store(self.now_ms(), Ordering::Relaxed);
-                    q.consume(n);
+                    if q.consume(n) {
+                        self.room.notify_all();
+                    }
                     if q.frames.is_empty() {
                         q.backlog = false;
                         self.drained.notify_all();
@@ -771,6 +906,12 @@ pub(crate) fn read_stint<U: Upcall>(
         // blocking for more (never holding a confirmation back to wait).
         if !next_frame_buffered(&ctx.rb) {
             owed.settle(conn, up);
+            // Back-pressure, once per read's worth of confirmations (every
+            // read passes here, also those made inside a frame): a peer that
+            // does not read them is not read either.
+            if !conn.wait_for_room(until, stop) && until() {
+                break Stint::Yielded;
+            }
         }
     };
     owed.settle(conn, up);
@@ -821,12 +962,14 @@ fn read_one_frame<U: Upcall>(
         Kind::Confirm => {
             r.fill(rb, PREFIX_LEN + body_len)?;
             let body = &rb.available()[PREFIX_LEN..PREFIX_LEN + body_len];
-            let mut entries = frame::decode_confirms(body).map_err(|e| format!("malformed frame: {e}"))?;
-            let n = entries.len();
-            up.confirmed(r.conn.peer, r.conn.epoch, &mut entries);
-            drop(entries);
+            {
+                let entries = frame::decode_confirms(body).map_err(|e| format!("malformed frame: {e}"))?;
+                r.conn.take_confirmations(entries.clone())?;
+                let mut entries = entries;
+                up.confirmed(r.conn.peer, r.conn.epoch, &mut entries);
+            }
             rb.consume(PREFIX_LEN + body_len);
-            r.conn.confirmations_read(n);
+            r.conn.flush_coalesced();
         }
         Kind::Message => {
             r.fill(rb, PREFIX_LEN + frame::MESSAGE_FIXED)?;

@@ -248,9 +248,9 @@ impl Upcall for Up {
             c.dispatch(a)
         }
     }
-    fn confirmed(&self, from: SpId, _epoch: u64, entries: &mut dyn Iterator<Item = (u64, Status)>) {
+    fn confirmed(&self, from: SpId, epoch: u64, entries: &mut dyn Iterator<Item = (u64, Status)>) {
         if let Some(c) = self.0.upgrade() {
-            c.confirmed(from, entries)
+            c.confirmed(from, epoch, entries)
         }
     }
     fn link_up(&self, _peer: SpId, _epoch: u64) {}
@@ -845,7 +845,7 @@ impl Core {
     /// events are handed to the dispatcher together at the end, so a batch of
     /// completions costs one wake-up of a callback thread, not one each (and
     /// the reader is not preempted by that thread halfway through the batch).
-    fn confirmed(&self, from: SpId, entries: &mut dyn Iterator<Item = (u64, Status)>) {
+    fn confirmed(&self, from: SpId, epoch: u64, entries: &mut dyn Iterator<Item = (u64, Status)>) {
         let Some(table) = self.outstanding.get(&from) else { return };
         // Reused per reading thread: no allocation per frame once warm.
         let mut b = BATCH.with(|b| std::mem::take(&mut *b.borrow_mut()));
@@ -853,9 +853,15 @@ impl Core {
         {
             let mut t = table.lock();
             for (id, status) in entries {
-                match t.remove(&id) {
-                    Some(o) => b.done.push((o.pending, status)),
-                    None => unknown += 1,
+                match t.get(&id) {
+                    // Only the connection a message went out on confirms it
+                    // (the link checks this too); a message of an earlier
+                    // connection fails with that connection (link_down).
+                    Some(o) if o.epoch == epoch => {
+                        let o = t.remove(&id).expect("present");
+                        b.done.push((o.pending, status));
+                    }
+                    _ => unknown += 1,
                 }
             }
         }

@@ -108,3 +108,102 @@ pub fn receive_in_thread(m: &Mps, s: SessionId) -> std::thread::JoinHandle<Resul
     started.recv().unwrap();
     t
 }
+
+/// A peer played by the test over a raw Unix-domain socket, speaking the wire
+/// protocol itself (docs/PROTOCOL.md): for defects only a misbehaving peer shows.
+pub struct RawPeer {
+    pub s: std::os::unix::net::UnixStream,
+    pub me: SpId,
+}
+
+impl RawPeer {
+    /// Answers the HELLO of an SP that dialed `listener`, as SP `me`.
+    pub fn accept(listener: &std::os::unix::net::UnixListener, me: SpId) -> RawPeer {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut hello = [0u8; 40];
+        s.read_exact(&mut hello).unwrap();
+        let h = mps::cmi::frame::Hello::decode(&hello[8..]).unwrap();
+        s.write_all(&mps::cmi::frame::Hello { sp: me, ..h }.encode()).unwrap();
+        RawPeer { s, me }
+    }
+
+    /// Dials an SP at `path` and says HELLO as SP `me`; reads its HELLO.
+    pub fn dial(path: &std::path::Path, me: SpId) -> RawPeer {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let hello = mps::cmi::frame::Hello {
+            version_min: 1,
+            version_max: 1,
+            sp: me,
+            max_message: 1 << 20,
+            heartbeat_ms: 50,
+            dead_timeout_ms: 2000,
+        };
+        s.write_all(&hello.encode()).unwrap();
+        let mut theirs = [0u8; 40];
+        s.read_exact(&mut theirs).unwrap();
+        mps::cmi::frame::Hello::decode(&theirs[8..]).unwrap();
+        RawPeer { s, me }
+    }
+
+    /// The next frame: (kind byte, body). Fails the test after 30 s.
+    pub fn read_frame(&mut self) -> (u8, Vec<u8>) {
+        use std::io::Read;
+        let mut p = [0u8; 8];
+        self.s.read_exact(&mut p).expect("a frame within 30 s");
+        let len = u32::from_le_bytes(p[..4].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len];
+        self.s.read_exact(&mut body).unwrap();
+        (p[4], body)
+    }
+
+    /// The next MESSAGE frame's id, skipping heartbeats.
+    pub fn read_message_id(&mut self) -> u64 {
+        loop {
+            let (kind, body) = self.read_frame();
+            match kind {
+                4 => continue,
+                2 => return u64::from_le_bytes(body[..8].try_into().unwrap()),
+                k => panic!("expected a MESSAGE, got kind {k}"),
+            }
+        }
+    }
+
+    /// Writes a CONFIRM frame with these entries.
+    pub fn confirm(&mut self, entries: &[(u64, Status)]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = Vec::new();
+        mps::cmi::frame::encode_confirms(&mut f, entries);
+        self.s.write_all(&f)
+    }
+
+    /// A whole MESSAGE frame for `mailbox` on conduit 0, domain 0.
+    pub fn message_frame(id: u64, mailbox: &str, payload: &[u8]) -> Vec<u8> {
+        let h = mps::cmi::frame::MessageHead { id, conduit: 0, domain: 0, tag: 0, mode: mps::cmi::frame::MODE_ASYNC };
+        let mut f = vec![0u8; mps::cmi::frame::MAX_MESSAGE_HEAD];
+        let n = mps::cmi::frame::encode_message_head(&mut f, &h, mailbox.as_bytes(), payload.len() as u32);
+        f.truncate(n);
+        f.extend_from_slice(payload);
+        f
+    }
+}
+
+/// SP `me` with one peer `peer` at the Unix socket `peer_path`, listening on
+/// `listen_path` (or not at all); `extra` is appended to the file.
+pub fn sp_with_peer_at(me: &str, listen_path: Option<&std::path::Path>, peer: &str, peer_path: &std::path::Path, extra: &str) -> Mps {
+    let listen = listen_path.map(|p| format!("listen = \"unix:{}\"\n", p.display())).unwrap_or_default();
+    let text = format!("sp = \"{me}\"\n{listen}[[peer]]\nsp = \"{peer}\"\naddress = \"unix:{}\"\n{extra}", peer_path.display());
+    Mps::start(Config::from_toml(&text, "test").expect("test configuration is valid")).unwrap()
+}
+
+/// Runs `f` on a thread and fails the test if it has not returned within `limit`.
+pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).unwrap_or_else(|_| panic!("{what}: still not done after {limit:?} (hung)"))
+}
