@@ -98,6 +98,17 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
     }
 }
 
+/// Lines at most written from one call site per [`RATE_INTERVAL`].
+pub const RATE_LIMIT: u32 = 10;
+/// The rate limit's interval.
+pub const RATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits until the lines logged so far have been written; false after `timeout`.
+/// (Lines are written inline today, so there is nothing to wait for.)
+pub fn flush(_timeout: std::time::Duration) -> bool {
+    true
+}
+
 /// `mps_log!(Level::Warn, "...", args)`: one line to the library's log.
 #[macro_export]
 #[doc(hidden)]
