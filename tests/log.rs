@@ -395,3 +395,75 @@ fn a_stderr_nobody_reads_does_not_stop_the_process() {
     expect_success(NAME, &r);
     assert!(r.stdout.contains("child: all 100,000 warnings emitted"), "stdout: {}", r.stdout);
 }
+
+// ---------------------------------------------------------------------------
+// The log thread outlives a routine that panics; a new routine gets the lines
+// logged after the change.
+
+#[test]
+fn a_panicking_routine_does_not_stop_the_log_and_a_new_routine_takes_the_next_lines() {
+    const NAME: &str = "a_panicking_routine_does_not_stop_the_log_and_a_new_routine_takes_the_next_lines";
+    if !is_child(NAME) {
+        let r = run_child(NAME, true);
+        expect_success(NAME, &r);
+        assert!(r.stderr.contains("the log routine panicked"), "the panic was reported: {}", tail(&r.stderr, 20));
+        return;
+    }
+    log::set_threshold(Level::Warn as u32);
+    let first = Collected::default();
+    let f = first.clone();
+    log::set_sink(Some(Box::new(move |level, line| {
+        if line == "panic now" {
+            panic!("a client's routine panicked");
+        }
+        f.0.lock().unwrap().push((level, line.to_string()));
+    })));
+    log::write(Level::Warn, format_args!("panic now"));
+    log::write(Level::Warn, format_args!("after the panic"));
+    assert!(within("log::flush", || log::flush(Duration::from_secs(20))));
+    assert_eq!(first.lines(), vec![(Level::Warn, "after the panic".to_string())], "the line after the panic was written");
+    let second = Collected::default();
+    let s = second.clone();
+    assert!(log::set_sink(Some(Box::new(move |level, line| s.0.lock().unwrap().push((level, line.to_string()))))));
+    log::write(Level::Error, format_args!("to the second routine"));
+    assert!(within("log::flush", || log::flush(Duration::from_secs(20))));
+    assert_eq!(first.lines().len(), 1, "the first routine got nothing after the change");
+    assert_eq!(second.lines(), vec![(Level::Error, "to the second routine".to_string())]);
+    log::set_sink(None);
+}
+
+// ---------------------------------------------------------------------------
+// The summary of suppressed lines comes by itself, about an interval later.
+
+#[test]
+fn the_summary_of_suppressed_lines_comes_without_a_flush() {
+    const NAME: &str = "the_summary_of_suppressed_lines_comes_without_a_flush";
+    if !is_child(NAME) {
+        let r = run_child(NAME, true);
+        expect_success(NAME, &r);
+        return;
+    }
+    log::set_threshold(Level::Warn as u32);
+    let (tx, rx) = mpsc::channel::<String>();
+    let tx = Mutex::new(tx);
+    log::set_sink(Some(Box::new(move |_, line| {
+        let _ = tx.lock().unwrap().send(line.to_string());
+    })));
+    let extra = 25u64;
+    for i in 0..log::RATE_LIMIT as u64 + extra {
+        mps::mps_log!(Level::Warn, "one site {}", i);
+    }
+    // The lines admitted, then (at the latest two intervals on) the summary.
+    let mut written = 0u64;
+    let mut suppressed = 0u64;
+    while written + suppressed < log::RATE_LIMIT as u64 + extra {
+        let line = rx.recv_timeout(STEP_LIMIT).unwrap_or_else(|_| panic!("HANG: no summary ({written} written, {suppressed} suppressed)"));
+        match count_before(&line, SUPPRESSED) {
+            Some(n) => suppressed += n,
+            None => written += 1,
+        }
+    }
+    assert!(written <= 2 * log::RATE_LIMIT as u64, "{written}");
+    assert!(suppressed > 0);
+    log::set_sink(None);
+}
