@@ -218,11 +218,14 @@ fn a_routine_that_calls_the_api_from_inside_itself_does_not_deadlock() {
     assert_eq!(SET_ROUTINE.load(Ordering::SeqCst), 0, "MpsSetLogRoutine from the routine");
     assert_eq!(QUERY.load(Ordering::SeqCst), 0, "MpsQuerySession from the routine");
     assert_eq!(QUEUED.load(Ordering::SeqCst), 1, "the session holds its one message");
-    unsafe {
-        assert_eq!(within("MpsShutdown", || MpsShutdown()), 0);
-        assert_eq!(MpsSetLogRoutine(None, std::ptr::null_mut()), 0);
-    }
+    assert_eq!(within("MpsShutdown", MpsShutdown_), 0);
+    assert_eq!(MpsSetLogRoutine(None, std::ptr::null_mut()), 0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[allow(non_snake_case)]
+fn MpsShutdown_() -> NTSTATUS {
+    MpsShutdown()
 }
 
 // ---------------------------------------------------------------------------
