@@ -8,6 +8,8 @@
 //! the watchdog. A child that hangs is killed and its test fails with what it
 //! printed.
 
+mod common;
+
 use mps::ffi::*;
 use mps::log::{self, Level};
 use std::ffi::CStr;
@@ -468,5 +470,58 @@ fn the_summary_of_suppressed_lines_comes_without_a_flush() {
     }
     assert!(written <= 2 * log::RATE_LIMIT as u64, "{written}");
     assert!(suppressed > 0);
+    log::set_sink(None);
+}
+
+// ---------------------------------------------------------------------------
+// A peer that cannot be reached: a warning when that starts, detail for the
+// repeats, and a line when it is reached again.
+
+#[test]
+fn an_unreachable_peer_is_a_warning_once_and_its_return_is_reported() {
+    const NAME: &str = "an_unreachable_peer_is_a_warning_once_and_its_return_is_reported";
+    if !is_child(NAME) {
+        let r = run_child(NAME, true);
+        expect_success(NAME, &r);
+        return;
+    }
+    log::set_threshold(Level::Debug as u32);
+    let (tx, rx) = mpsc::channel::<(Level, String)>();
+    let tx = Mutex::new(tx);
+    log::set_sink(Some(Box::new(move |level, line| {
+        let _ = tx.lock().unwrap().send((level, line.to_string()));
+    })));
+    let next = |what: &str, pred: &dyn Fn(&(Level, String)) -> bool, seen: &mut Vec<(Level, String)>| {
+        let deadline = Instant::now() + STEP_LIMIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = rx.recv_timeout(left).unwrap_or_else(|_| panic!("HANG: no line {what} within {STEP_LIMIT:?}; lines so far: {seen:#?}"));
+            let hit = pred(&l);
+            seen.push(l);
+            if hit {
+                break;
+            }
+        }
+    };
+    let a = common::unique("a");
+    let b = common::unique("b");
+    // 0.A dials 0.B, which is not there yet.
+    let ma = mps::Mps::start(common::config("0.A", &format!("inproc:{a}"), "0.B", &format!("inproc:{b}"), "")).unwrap();
+    let mut seen = Vec::new();
+    next("saying SP 0.B is unreachable", &|l| l.1.contains("SP 0.B unreachable"), &mut seen);
+    // A repeat, at debug level.
+    next("repeating the failure", &|l| l.1.starts_with("SP 0.B: cannot connect"), &mut seen);
+    let mb = mps::Mps::start(common::config("0.B", &format!("inproc:{b}"), "0.A", &format!("inproc:{a}"), "")).unwrap();
+    next("saying SP 0.B is reachable again", &|l| l.1.contains("SP 0.B reachable again"), &mut seen);
+    let first = seen.iter().filter(|l| l.1.contains("SP 0.B unreachable")).collect::<Vec<_>>();
+    assert_eq!(first.len(), 1, "one warning for the change of state: {seen:#?}");
+    assert_eq!(first[0].0, Level::Warn, "{seen:#?}");
+    for l in seen.iter().filter(|l| l.1.starts_with("SP 0.B: cannot connect")) {
+        assert_eq!(l.0, Level::Debug, "a repeat is detail: {l:?}");
+    }
+    let back = seen.iter().find(|l| l.1.contains("SP 0.B reachable again")).unwrap();
+    assert_eq!(back.0, Level::Info, "{back:?}");
+    ma.shutdown().unwrap();
+    mb.shutdown().unwrap();
     log::set_sink(None);
 }
