@@ -307,7 +307,8 @@ typedef struct MPS_SESSION_INFO *PMPS_SESSION_INFO;
 
 /**
  * The client's log sink: one call per line, `Line` NUL-terminated and valid
- * during the call only. May be called from any thread, concurrently.
+ * during the call only. Called on the library's log thread, one line at a
+ * time, with no library lock held; a routine that blocks delays only the log.
  */
 typedef void (*PMPS_LOG_ROUTINE)(ULONG Level, const char *Line, PVOID Context);
 
@@ -617,7 +618,10 @@ NTSTATUS MpsWaitForPeer(const struct CMI_SP_ID *Sp, LONG TimeoutMilliseconds);
 
 /**
  * Extension. Sends the library's log lines to `Routine` (with `Context`)
- * instead of stderr; NULL restores stderr. Lines come from any thread.
+ * instead of stderr; NULL restores stderr. The routine is called on the
+ * log's own thread, one line at a time, with no library lock held (it may
+ * call any MPS routine). Returns once a call of the previous routine in
+ * progress has returned, waiting at most 1 s (from the routine itself, at once).
  */
 NTSTATUS MpsSetLogRoutine(PMPS_LOG_ROUTINE Routine, PVOID Context);
 

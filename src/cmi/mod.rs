@@ -453,15 +453,24 @@ impl<U: Upcall> Shared<U> {
                     log!(Level::Error, "{} answered as SP {}, not the configured SP {}", entry.address, hello.sp, entry.sp);
                 }
                 Ok((s, (hello, version, leftover))) => {
+                    if failures > 0 {
+                        log!(Level::Info, "SP {} reachable again at {} after {failures} failed attempt(s)", entry.sp, entry.address);
+                    }
                     failures = 0;
                     backoff = self.cfg.reconnect_initial_backoff;
                     self.serve(entry, s, hello, version, leftover);
                     continue;
                 }
                 Err(e) => {
+                    // A change of state (at start, or after the link was up)
+                    // is a warning; the repeats are detail.
                     failures += 1;
-                    let lvl = if failures == 1 { Level::Info } else { Level::Debug };
-                    log!(lvl, "SP {}: {e}; retrying in {} ms", entry.sp, backoff.as_millis());
+                    if failures == 1 {
+                        let max = self.cfg.reconnect_max_backoff.as_millis();
+                        log!(Level::Warn, "SP {} unreachable: {e}; retrying in {} ms, backing off to every {max} ms", entry.sp, backoff.as_millis());
+                    } else {
+                        log!(Level::Debug, "SP {}: {e}; retrying in {} ms", entry.sp, backoff.as_millis());
+                    }
                 }
             }
             if !self.pause(backoff) {

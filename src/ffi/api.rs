@@ -486,7 +486,10 @@ pub unsafe extern "C" fn MpsWaitForPeer(Sp: *const CMI_SP_ID, TimeoutMillisecond
 }
 
 /// Extension. Sends the library's log lines to `Routine` (with `Context`)
-/// instead of stderr; NULL restores stderr. Lines come from any thread.
+/// instead of stderr; NULL restores stderr. The routine is called on the
+/// log's own thread, one line at a time, with no library lock held (it may
+/// call any MPS routine). Returns once a call of the previous routine in
+/// progress has returned, waiting at most 1 s (from the routine itself, at once).
 #[no_mangle]
 pub extern "C" fn MpsSetLogRoutine(Routine: PMPS_LOG_ROUTINE, Context: PVOID) -> NTSTATUS {
     guard!("MpsSetLogRoutine", {

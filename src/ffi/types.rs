@@ -194,7 +194,8 @@ pub const MPS_LOG_DEBUG: ULONG = 4;
 pub const MPS_LOG_TRACE: ULONG = 5;
 
 /// The client's log sink: one call per line, `Line` NUL-terminated and valid
-/// during the call only. May be called from any thread, concurrently.
+/// during the call only. Called on the library's log thread, one line at a
+/// time, with no library lock held; a routine that blocks delays only the log.
 pub type PMPS_LOG_ROUTINE =
     Option<unsafe extern "C" fn(Level: ULONG, Line: *const c_char, Context: PVOID)>;
 
