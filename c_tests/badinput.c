@@ -4,6 +4,7 @@
  * refused with a log line that names the line (SPEC section 6).
  */
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include "harness.h"
 
 static int sent_events;
@@ -23,7 +24,9 @@ static void check_all_handle_routines(MPS_HANDLE h, NTSTATUS expected)
     MPS_SEND_MESSAGE_INFO info;
     PMPS_RECEIVED_EVENT_DATA d = (PMPS_RECEIVED_EVENT_DATA)(uintptr_t)1;
     PVOID buf = h_alloc_filled(1, 16);
-    h_info(&info, NULL, h_local_sp(), buf, 16, 1);
+    /* Any destination: the handle is refused first (and MpsGetSpId needs a
+     * running SP, which there is not after MpsShutdown). */
+    h_info(&info, NULL, h_sp(0, CMI_SP_A), buf, 16, 1);
     CHECK_STATUS(expected, MpsSynchronousSend(h, &info));
     CHECK_STATUS(expected, MpsAsynchronousSend(h, &info));
     CHECK_STATUS(expected, MpsSynchronousReceive(h, 0, 0, &d));
@@ -129,9 +132,21 @@ static void badinput_stale_handle(void)
 static void badinput_handle_after_shutdown(void)
 {
     MPS_HANDLE old = h_open(NULL, L"Mirror", NULL);
-    MPS_HANDLE again;
-    (void)MpsShutdown();
-    /* The next call re-initializes; the old handle is dead. */
+    MPS_HANDLE again, late = NULL;
+    MPS_SESSION_INFO si;
+    CMI_SP_ID local, peer;
+    WCHAR name[] = L"Late";
+    CHECK_STATUS(STATUS_SUCCESS, MpsShutdown());
+    /* No call starts an SP again but MpsInitialize: handle routines get
+     * STATUS_INVALID_HANDLE, the others STATUS_DEVICE_NOT_READY. */
+    check_all_handle_routines(old, STATUS_INVALID_HANDLE);
+    CHECK_STATUS(STATUS_DEVICE_NOT_READY, MpsOpen(NULL, 0, H_DOMAIN, name, NULL, &late));
+    CHECK(late == NULL);
+    CHECK_STATUS(STATUS_DEVICE_NOT_READY, MpsGetSpId(&local, &peer));
+    CHECK_STATUS(STATUS_DEVICE_NOT_READY, MpsQuerySession(old, &si));
+    CHECK_STATUS(STATUS_SUCCESS, MpsShutdown());
+    CHECK_STATUS(STATUS_SUCCESS, MpsInitialize(NULL));
+    /* The old handle stays dead in the new SP. */
     check_all_handle_routines(old, STATUS_INVALID_HANDLE);
     again = h_open(NULL, L"Mirror", NULL);
     check_all_handle_routines(old, STATUS_INVALID_HANDLE);
@@ -413,6 +428,25 @@ static void badinput_bad_environment(void)
     CHECK_STATUS(STATUS_SUCCESS, MpsInitialize(NULL));
 }
 
+static void badinput_unsafe_runtime_dir(void)
+{
+    int found;
+    (void)MpsSetLogRoutine(log_routine, NULL);
+    (void)MpsSetLogLevel(MPS_LOG_WARN); /* whatever MPS_LOG says */
+    /* A socket directory others may write to is refused, before any call
+     * could start an SP in it. */
+    CHECK(chmod(h_runtime_dir, 0777) == 0);
+    CHECK_STATUS(STATUS_DEVICE_CONFIGURATION_ERROR, MpsInitialize(NULL));
+    pthread_mutex_lock(&h_mu);
+    found = strstr(log_text, "writable by group or others") != NULL;
+    pthread_mutex_unlock(&h_mu);
+    if (!found)
+        FAIL("the log does not say why the directory was refused:\n%s", log_text);
+    CHECK(chmod(h_runtime_dir, 0700) == 0);
+    CHECK_STATUS(STATUS_SUCCESS, MpsInitialize(NULL));
+    CHECK_STATUS(STATUS_SUCCESS, MpsClose(h_open(NULL, L"Mirror", NULL)));
+}
+
 static void badinput_status_names(void)
 {
     const char *n = MpsStatusName(STATUS_PENDING);
@@ -443,6 +477,7 @@ int main(int argc, char **argv)
         H_CASE(badinput_bad_config_garbage),
         H_CASE(badinput_bad_config_values),
         H_CASE(badinput_bad_environment),
+        H_CASE(badinput_unsafe_runtime_dir),
         H_CASE(badinput_status_names),
     };
     return harness_main(argc, argv, cases, sizeof cases / sizeof cases[0]);

@@ -79,6 +79,10 @@ typedef WCHAR *PWCHAR;
 /** Out of memory, a send queue at its bound, or the target session's receive queue is full. */
 #define STATUS_INSUFFICIENT_RESOURCES ((NTSTATUS)0xC000009AL)
 #endif
+#ifndef STATUS_DEVICE_NOT_READY
+/** No SP is running: MpsShutdown stopped it, and only MpsInitialize starts it again. */
+#define STATUS_DEVICE_NOT_READY ((NTSTATUS)0xC00000A3L)
+#endif
 #ifndef STATUS_PIPE_CLOSING
 /** The session is pending closure. */
 #define STATUS_PIPE_CLOSING ((NTSTATUS)0xC00000B1L)
@@ -432,8 +436,9 @@ extern "C" {
  * `MPS_MAX_MAILBOX_NAME` characters. `Context` is echoed in every received
  * message's `Context`. Returns `STATUS_INVALID_PARAMETER` (NULL or bad name,
  * unconfigured conduit), `STATUS_OBJECT_NAME_COLLISION` (already open in this
- * SP) or `STATUS_DEVICE_CONFIGURATION_ERROR` (the first call could not
- * initialize).
+ * SP), `STATUS_DEVICE_CONFIGURATION_ERROR` (the first call could not
+ * initialize) or `STATUS_DEVICE_NOT_READY` (no SP since `MpsShutdown`: call
+ * `MpsInitialize`).
  *
  * # Safety
  *
@@ -457,7 +462,8 @@ NTSTATUS MpsOpen(PMPS_CALLBACK_ROUTINE Callback,
  * once the last outstanding send has its final status the session closes and
  * (if it has a callback) gets exactly one `MpsEventCloseCompleted`. Messages
  * queued and never received are discarded. `STATUS_PIPE_CLOSING` if a close
- * is already pending; `STATUS_INVALID_HANDLE` for a closed or unknown handle.
+ * is already pending; `STATUS_INVALID_HANDLE` for a closed or unknown handle
+ * (and for every handle once `MpsShutdown` has stopped the SP).
  */
 NTSTATUS MpsClose(MPS_HANDLE FilamentHandle);
 
@@ -552,7 +558,7 @@ NTSTATUS MpsReleaseReceivedMessage(PVOID Ptr);
  * Writes the local SP's id to `*pLocalCmiSpId` and its peer's (the other SP of
  * the same storage unit) to `*pPeerCmiSpId`. When the unit has no second SP
  * configured, both fields of `*pPeerCmiSpId` are `CMI_SP_NONE`. Both pointers
- * are required.
+ * are required. `STATUS_DEVICE_NOT_READY` once `MpsShutdown` has stopped the SP.
  *
  * # Safety
  *
@@ -566,10 +572,14 @@ NTSTATUS MpsGetSpId(PCMI_SP_ID pLocalCmiSpId, PCMI_SP_ID pPeerCmiSpId);
  * Extension. Starts this process's SP explicitly: from the TOML file at
  * `ConfigPath`, or from the environment when it is NULL (`MPS_CONFIG`, else
  * the embedded default of `MPS_SP` / `MPS_RUNTIME_DIR`). Without this call the
- * first API call initializes from the environment.
- * `STATUS_DEVICE_CONFIGURATION_ERROR` for a bad or unusable configuration (the
- * log names the line and the reason); `STATUS_OBJECT_NAME_COLLISION` when an
- * SP is already running in this process.
+ * first API call of the process initializes from the environment; after
+ * `MpsShutdown`, this call is the only way to start an SP again.
+ * `STATUS_DEVICE_CONFIGURATION_ERROR` for a bad or unusable configuration,
+ * including a Unix socket directory that is not the effective user's own or
+ * is writable by group or others (the log names the line or the directory,
+ * and the reason); a refused call changes nothing. `STATUS_OBJECT_NAME_COLLISION`
+ * when an SP is already running in this process, `STATUS_PIPE_CLOSING` while
+ * `MpsShutdown` tears one down.
  *
  * # Safety
  *
@@ -584,8 +594,16 @@ NTSTATUS MpsInitialize(const char *ConfigPath);
  * sends fail with `STATUS_CONNECTION_DISCONNECTED`, through their callbacks),
  * blocked receives return `STATUS_CANCELLED`, every handle becomes invalid,
  * every library thread is joined. Buffers and received messages the client
- * holds stay valid. A later call initializes again. Not from a callback
- * (`STATUS_INVALID_PARAMETER`).
+ * holds stay valid. Afterwards only `MpsInitialize` starts an SP again: the
+ * routines that need one return `STATUS_DEVICE_NOT_READY` (`MpsOpen`,
+ * `MpsGetSpId`, `MpsWaitForPeer`, `MpsQuerySession`) or
+ * `STATUS_INVALID_HANDLE` (those that take a handle); buffer and release
+ * routines keep working. A call made during the teardown gets
+ * `STATUS_PIPE_CLOSING`. A second `MpsShutdown` concurrent with a first
+ * waits until the first one's teardown has finished, then returns
+ * `STATUS_SUCCESS`; with no SP running it returns `STATUS_SUCCESS` at once.
+ * Not from a callback (`STATUS_INVALID_PARAMETER`), nor from a log routine
+ * (it may run on a library thread that the teardown joins).
  */
 NTSTATUS MpsShutdown(void);
 
@@ -593,7 +611,8 @@ NTSTATUS MpsShutdown(void);
  * Extension. Writes the session's state at this moment to `*pInfo`: queued
  * messages, threads in `MpsSynchronousReceive`, unfinished sends, events
  * waiting for the callback, whether a close is pending. For diagnostics.
- * `STATUS_INVALID_HANDLE`, `STATUS_INVALID_PARAMETER` (NULL `pInfo`).
+ * `STATUS_INVALID_HANDLE`, `STATUS_INVALID_PARAMETER` (NULL `pInfo`),
+ * `STATUS_DEVICE_NOT_READY` once `MpsShutdown` has stopped the SP.
  *
  * # Safety
  *
@@ -606,7 +625,8 @@ NTSTATUS MpsQuerySession(MPS_HANDLE FilamentHandle, PMPS_SESSION_INFO pInfo);
 /**
  * Extension. Waits until the link to `*Sp` is up: `STATUS_SUCCESS` (at once for
  * the local SP), `STATUS_TIMEOUT` after `TimeoutMilliseconds` (< 0 waits
- * forever, 0 only tests), `STATUS_INVALID_ADDRESS` when `*Sp` is not configured.
+ * forever, 0 only tests), `STATUS_INVALID_ADDRESS` when `*Sp` is not configured,
+ * `STATUS_DEVICE_NOT_READY` once `MpsShutdown` has stopped the SP.
  *
  * # Safety
  *

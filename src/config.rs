@@ -56,8 +56,13 @@ impl std::str::FromStr for Address {
             if host.is_empty() {
                 return Err(format!("{s:?}: the host is empty"));
             }
-            port.parse::<u16>()
-                .map_err(|_| format!("{s:?}: the port {port:?} is not a number from 0 to 65535"))?;
+            if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+                return Err(format!("{s:?}: an IPv6 host is written in brackets, e.g. tcp:[::1]:7001"));
+            }
+            // Digits only: Rust's integer parser would also take "+7001".
+            if tcp_port(a).is_none() {
+                return Err(format!("{s:?}: the port {port:?} is not a number from 0 to 65535"));
+            }
             Ok(Address::Tcp(a.to_string()))
         } else if let Some(n) = s.strip_prefix("inproc:") {
             if n.is_empty() {
@@ -66,6 +71,34 @@ impl std::str::FromStr for Address {
             Ok(Address::Inproc(n.to_string()))
         } else {
             Err(format!("{s:?}: an address starts with unix:, tcp: or inproc:"))
+        }
+    }
+}
+
+/// The port of a `host:port` text: decimal digits only (leading zeros
+/// allowed), 0 to 65535; `None` for anything else.
+fn tcp_port(a: &str) -> Option<u16> {
+    let (_, port) = a.rsplit_once(':')?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    port.parse().ok()
+}
+
+impl Address {
+    /// Whether two addresses name the same endpoint as far as the text tells:
+    /// Unix paths compared by component (`/a//b` is `/a/b`), TCP hosts without
+    /// regard to case and ports as numbers (`07001` is `7001`). Two names of
+    /// one host (`localhost` and `127.0.0.1`) are not resolved to find out.
+    pub fn same_endpoint(&self, other: &Address) -> bool {
+        match (self, other) {
+            (Address::Unix(a), Address::Unix(b)) => a == b,
+            (Address::Tcp(a), Address::Tcp(b)) => {
+                let host = |t: &str| t.rsplit_once(':').map(|(h, _)| h.to_ascii_lowercase());
+                host(a) == host(b) && tcp_port(a) == tcp_port(b)
+            }
+            (Address::Inproc(a), Address::Inproc(b)) => a == b,
+            _ => false,
         }
     }
 }
@@ -266,6 +299,16 @@ impl Config {
     /// The embedded default (SPEC 6): `local` and its partner SP of the same
     /// unit, both on Unix-domain sockets in `runtime_dir`, conduits 0 to 31.
     pub fn embedded_default(local: SpId, runtime_dir: &Path) -> Result<Config, ConfigError> {
+        if !runtime_dir.is_absolute() {
+            return Err(ConfigError {
+                origin: "MPS_RUNTIME_DIR".into(),
+                line: None,
+                reason: format!(
+                    "{:?} is not an absolute path (a relative one would depend on the working directory)",
+                    runtime_dir.display().to_string()
+                ),
+            });
+        }
         let path_of = |sp: SpId| runtime_dir.join(format!("sp-{}-{}.sock", sp.unit, if sp.sp == 0 { 'A' } else { 'B' }));
         let mut peers = Vec::new();
         if let Some(p) = local.partner() {
@@ -300,22 +343,19 @@ impl Config {
         })
     }
 
-    /// The runtime directory of the embedded default: `MPS_RUNTIME_DIR`, else
-    /// `$XDG_RUNTIME_DIR/mps`, else `/tmp/mps-<uid>`.
+    /// The runtime directory of the embedded default: `MPS_RUNTIME_DIR` (which
+    /// must be absolute: [`Config::embedded_default`] refuses a relative one),
+    /// else `$XDG_RUNTIME_DIR/mps` (a relative `XDG_RUNTIME_DIR` is ignored, as
+    /// the XDG base directory specification says), else `/tmp/mps-<euid>`.
     pub fn default_runtime_dir() -> PathBuf {
         if let Some(d) = std::env::var_os("MPS_RUNTIME_DIR").filter(|d| !d.is_empty()) {
             return PathBuf::from(d);
         }
-        if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty() && Path::new(d).is_absolute()) {
             return PathBuf::from(d).join("mps");
         }
-        // The owner of this process's /proc entry is its real user: no
-        // system call of our own (unsafe stays at the system-call edge).
-        use std::os::unix::fs::MetadataExt;
-        match std::fs::metadata("/proc/self") {
-            Ok(m) => PathBuf::from(format!("/tmp/mps-{}", m.uid())),
-            Err(_) => PathBuf::from("/tmp/mps"),
-        }
+        // The effective user: the one that must own the directory (cmi::bind).
+        PathBuf::from(format!("/tmp/mps-{}", crate::cmi::stream::effective_uid()))
     }
 
     /// From the environment: the file named by `MPS_CONFIG`, else the embedded
@@ -382,10 +422,28 @@ impl Config {
                 Ok(a) => a,
                 Err(e) => return c.err(p.address.span(), e),
             };
-            if matches!(address, Address::Tcp(ref a) if a.ends_with(":0")) {
+            if matches!(address, Address::Tcp(ref a) if tcp_port(a) == Some(0)) {
                 return c.err(p.address.span(), "a peer's tcp: address needs a real port, not 0");
             }
+            if listen.as_ref().is_some_and(|l| l.same_endpoint(&address)) {
+                return c.err(p.address.span(), format!("peer {sp}'s address {address} is this SP's own listen address"));
+            }
+            if let Some(q) = peers.iter().find(|q| q.address.same_endpoint(&address)) {
+                return c.err(p.address.span(), format!("peer {sp}'s address {address} is also peer {}'s address", q.sp));
+            }
             peers.push(Peer { sp, address });
+        }
+        // The lower id dials (src/cmi): an SP with lower-id peers accepts
+        // their connections, and cannot without a listening address.
+        let dialers: Vec<String> = peers.iter().filter(|p| p.sp < local).map(|p| p.sp.to_string()).collect();
+        if listen.is_none() && !dialers.is_empty() {
+            return c.err(
+                raw.sp.span(),
+                format!(
+                    "SP {local} has no listen address, but peer(s) {} have a lower id and so dial it (the lower id dials): add listen = \"unix:...\" or \"tcp:...\"",
+                    dialers.join(", ")
+                ),
+            );
         }
         let conduits: BTreeSet<u32> = match &raw.conduits {
             None => defaults::CONDUITS.collect(),
@@ -405,6 +463,16 @@ impl Config {
             16 << 30,
             defaults::SESSION_QUEUE_BYTES,
         )?;
+        if session_queue_bytes < u64::from(max_message_size) {
+            let span = l.session_queue_bytes.as_ref().map(|s| s.span()).or(l.max_message_size.as_ref().map(|s| s.span())).unwrap_or(0..0);
+            return c.err(
+                span,
+                format!(
+                    "session_queue_bytes ({session_queue_bytes}) is less than max_message_size ({max_message_size}): \
+                     a message that large could never be queued (set session_queue_bytes at least {max_message_size})"
+                ),
+            );
+        }
         let async_sends_per_session = c.range(
             &l.async_sends_per_session,
             "async_sends_per_session",
@@ -586,5 +654,101 @@ dead_peer_timeout_ms = 1000
         assert_eq!(c.listen, Some(Address::Unix("/tmp/rt/sp-3-B.sock".into())));
         assert_eq!(c.peers, vec![Peer { sp: SpId::a(3), address: Address::Unix("/tmp/rt/sp-3-A.sock".into()) }]);
         assert_eq!(c.conduits.len(), 32);
+    }
+}
+
+/// Issue 8, item 15: the configuration checks that were missing. Each test
+/// failed on the code before its check existed.
+#[cfg(test)]
+mod checks {
+    use super::*;
+
+    fn refused(text: &str) -> ConfigError {
+        Config::from_toml(text, "bad.toml").expect_err("the file was accepted")
+    }
+
+    #[test]
+    fn session_queue_bytes_must_hold_one_largest_message() {
+        // Named on the session_queue_bytes line when it is given...
+        let e = refused("sp = \"0.A\"\n[limits]\nmax_message_size = 65536\nsession_queue_bytes = 4096\n");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.reason.contains("session_queue_bytes") && e.reason.contains("max_message_size"), "{e}");
+        // ...and on max_message_size's when only that one is (default queue bytes: 64 MiB).
+        let e = refused("sp = \"0.A\"\n[limits]\nmax_message_size = 134217728\n");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.reason.contains("session_queue_bytes"), "{e}");
+        // One message exactly the size of the queue fits.
+        let c = Config::from_toml("sp = \"0.A\"\n[limits]\nmax_message_size = 4096\nsession_queue_bytes = 4096\n", "t").unwrap();
+        assert_eq!((c.max_message_size, c.session_queue_bytes), (4096, 4096));
+    }
+
+    #[test]
+    fn a_relative_runtime_dir_is_refused() {
+        let e = Config::embedded_default(SpId::a(0), Path::new("run/mps")).expect_err("relative accepted");
+        assert_eq!(e.origin, "MPS_RUNTIME_DIR", "{e}");
+        assert!(e.reason.contains("absolute"), "{e}");
+        assert!(Config::embedded_default(SpId::a(0), Path::new("")).is_err());
+        assert!(Config::embedded_default(SpId::a(0), Path::new("/run/mps")).is_ok());
+    }
+
+    #[test]
+    fn a_peer_port_of_zero_is_refused_in_every_spelling() {
+        let peer = |addr: &str| format!("sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"{addr}\"\n");
+        for bad in ["tcp:127.0.0.1:0", "tcp:127.0.0.1:00", "tcp:127.0.0.1:000", "tcp:[::1]:0", "tcp:[::1]:00", "tcp:host:+0"] {
+            let e = refused(&peer(bad));
+            assert_eq!(e.line, Some(4), "{bad}: {e}");
+        }
+        // Not a number at all, or a sign, or an unbracketed IPv6 host.
+        for bad in ["tcp:h:+7001", "tcp:h:-1", "tcp:h: 7001", "tcp:h:", "tcp:h:65536", "tcp:::1:7001"] {
+            assert!(Config::from_toml(&peer(bad), "t").is_err(), "{bad} was accepted");
+        }
+        for good in ["tcp:127.0.0.1:7001", "tcp:[::1]:7001", "tcp:h:07001"] {
+            assert!(Config::from_toml(&peer(good), "t").is_ok(), "{good} was refused");
+        }
+        // Listening on port 0 (any port) stays allowed, in any spelling.
+        let c = Config::from_toml("sp = \"0.A\"\nlisten = \"tcp:127.0.0.1:00\"\n", "t").unwrap();
+        assert!(matches!(c.listen, Some(Address::Tcp(_))));
+    }
+
+    #[test]
+    fn a_file_without_listen_is_refused_when_lower_ids_must_dial_it() {
+        // 0.B is dialed by 0.A (the lower id dials) and 1.A by both: they need `listen`.
+        let e = refused("sp = \"0.B\"\n[[peer]]\nsp = \"0.A\"\naddress = \"unix:/run/a.sock\"\n");
+        assert!(e.reason.contains("listen") && e.reason.contains("0.A"), "{e}");
+        let e = refused(
+            "sp = \"1.A\"\n[[peer]]\nsp = \"0.A\"\naddress = \"unix:/run/a.sock\"\n\
+             [[peer]]\nsp = \"0.B\"\naddress = \"unix:/run/b.sock\"\n[[peer]]\nsp = \"2.A\"\naddress = \"unix:/run/c.sock\"\n",
+        );
+        assert!(e.reason.contains("0.A") && e.reason.contains("0.B") && !e.reason.contains("2.A"), "{e}");
+        assert_eq!(e.line, Some(1), "named on the sp line: {e}");
+        // The lowest id only dials: no listen needed.
+        assert!(Config::from_toml("sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:/run/b.sock\"\n", "t").is_ok());
+    }
+
+    #[test]
+    fn duplicate_addresses_are_refused() {
+        let e = refused(
+            "sp = \"0.A\"\nlisten = \"unix:/run/a.sock\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:/run/b.sock\"\n\
+             [[peer]]\nsp = \"1.A\"\naddress = \"unix:/run//b.sock\"\n",
+        );
+        assert_eq!(e.line, Some(8), "{e}");
+        assert!(e.reason.contains("0.B"), "{e}");
+        let e = refused("sp = \"0.A\"\nlisten = \"unix:/run/a.sock\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:/run/a.sock\"\n");
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.reason.contains("listen"), "{e}");
+        let e = refused(
+            "sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"tcp:Host:7001\"\n[[peer]]\nsp = \"1.A\"\naddress = \"tcp:host:07001\"\n",
+        );
+        assert_eq!(e.line, Some(7), "{e}");
+        let e = refused("sp = \"0.A\"\nlisten = \"tcp:10.0.0.1:7001\"\n[[peer]]\nsp = \"0.B\"\naddress = \"tcp:10.0.0.1:7001\"\n");
+        assert_eq!(e.line, Some(5), "{e}");
+        let e = refused("sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"inproc:x\"\n[[peer]]\nsp = \"1.A\"\naddress = \"inproc:x\"\n");
+        assert_eq!(e.line, Some(7), "{e}");
+        // Different ports of one host are different addresses.
+        assert!(Config::from_toml(
+            "sp = \"0.A\"\nlisten = \"tcp:10.0.0.1:7001\"\n[[peer]]\nsp = \"0.B\"\naddress = \"tcp:10.0.0.1:7002\"\n",
+            "t"
+        )
+        .is_ok());
     }
 }

@@ -11,6 +11,7 @@ status_table! {
     STATUS_OBJECT_NAME_NOT_FOUND = 0xC000_0034, "No session with that mailbox is open at the destination.";
     STATUS_OBJECT_NAME_COLLISION = 0xC000_0035, "MpsOpen of a (conduit, domain, mailbox) already open in this SP.";
     STATUS_INSUFFICIENT_RESOURCES = 0xC000_009A, "Out of memory, a send queue at its bound, or the target session's receive queue is full.";
+    STATUS_DEVICE_NOT_READY = 0xC000_00A3, "No SP is running: MpsShutdown stopped it, and only MpsInitialize starts it again.";
     STATUS_PIPE_CLOSING = 0xC000_00B1, "The session is pending closure.";
     STATUS_INTERNAL_ERROR = 0xC000_00E5, "A bug inside the library (a caught panic); the reason is in the log.";
     STATUS_INVALID_USER_BUFFER = 0xC000_00E8, "The buffer is not from MpsAllocateMessage, or Size is larger than the buffer.";

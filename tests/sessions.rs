@@ -242,7 +242,7 @@ fn shutdown_invalidates_handles_and_joins() {
 #[test]
 fn a_queue_full_of_bytes_rejects_back_to_the_sender() {
     let name = unique("bytes");
-    let cfg = mps::Config::from_toml(&format!("sp = \"3.A\"\nlisten = \"inproc:{name}\"\n[limits]\nsession_queue_bytes = 1024\n"), "t").unwrap();
+    let cfg = mps::Config::from_toml(&format!("sp = \"3.A\"\nlisten = \"inproc:{name}\"\n[limits]\nmax_message_size = 1024\nsession_queue_bytes = 1024\n"), "t").unwrap();
     let m = Mps::start(cfg).unwrap();
     let s = m.open(None, 0, 0, "Bytes", 0).unwrap();
     let buf = MessageBuf::new(600).unwrap();

@@ -24,9 +24,9 @@ use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -115,6 +115,8 @@ pub struct Cmi<U: Upcall> {
     shared: Arc<Shared<U>>,
     listener_addr: Option<Address>,
     listener_wake: Mutex<Option<Box<dyn Fn() + Send>>>,
+    /// Removed at shutdown, if it is still the file this SP's bind created.
+    socket_file: Option<SocketFile>,
 }
 
 // --- in-process endpoints --------------------------------------------------------
@@ -189,29 +191,144 @@ impl Listener {
     }
 }
 
-fn bind(addr: &Address) -> io::Result<(Listener, Address)> {
+/// The socket file a Unix-domain listener created, by (device, inode), so
+/// that shutdown removes that file and never one that replaced it.
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn remove_if_ours(&self) {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {
+                if let Err(e) = std::fs::remove_file(&self.path) {
+                    log!(Level::Warn, "cannot remove the socket file {}: {e}", self.path.display());
+                }
+            }
+            Ok(_) => log!(Level::Warn, "{} is no longer the socket this SP created: left in place", self.path.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log!(Level::Warn, "cannot check the socket file {}: {e}", self.path.display()),
+        }
+    }
+}
+
+fn refused(kind: io::ErrorKind, why: String) -> io::Error {
+    io::Error::new(kind, why)
+}
+
+/// The directory of a listening socket must be a real directory (not a
+/// symbolic link), owned by this process's effective user and writable by
+/// nobody else (SPEC 7): whoever can write there can replace the socket and
+/// receive the peers' connections as this SP. Created 0700 when missing.
+fn private_socket_dir(dir: &Path) -> io::Result<()> {
+    let md = match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            std::fs::symlink_metadata(dir)?
+        }
+        r => r?,
+    };
+    let d = dir.display();
+    if md.file_type().is_symlink() {
+        return Err(refused(
+            io::ErrorKind::PermissionDenied,
+            format!("the socket directory {d} is a symbolic link: name the real directory (a link can be redirected to one another user controls)"),
+        ));
+    }
+    if !md.is_dir() {
+        return Err(refused(io::ErrorKind::AlreadyExists, format!("the socket directory {d} is not a directory")));
+    }
+    let euid = stream::effective_uid();
+    if md.uid() != euid {
+        return Err(refused(
+            io::ErrorKind::PermissionDenied,
+            format!("the socket directory {d} is owned by uid {}, not by this process's effective uid {euid}: it must be this user's own", md.uid()),
+        ));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(refused(
+            io::ErrorKind::PermissionDenied,
+            format!("the socket directory {d} is writable by group or others (mode {:04o}): it must be closed to them (chmod 0700)", md.mode() & 0o7777),
+        ));
+    }
+    Ok(())
+}
+
+/// Clears the way for a new socket at `path`: a socket file nobody listens on
+/// (left by an SP that died) is removed; a live one, or anything that is not
+/// a socket (a regular file, a directory, a symbolic link), is refused and
+/// left alone.
+fn clear_stale_socket(path: &Path) -> io::Result<()> {
+    let md = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        r => r?,
+    };
+    let p = path.display();
+    let ft = md.file_type();
+    if !ft.is_socket() {
+        let what = if ft.is_symlink() {
+            "a symbolic link"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_file() {
+            "a regular file"
+        } else {
+            "a special file"
+        };
+        return Err(refused(
+            io::ErrorKind::AlreadyExists,
+            format!("{p} exists and is not a socket ({what}): not removed; move it away or listen elsewhere"),
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(refused(io::ErrorKind::AddrInUse, format!("another SP is listening on {p}"))),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            std::fs::remove_file(path)?;
+            log!(Level::Info, "removed the stale socket {p} (nobody listened on it)");
+            Ok(())
+        }
+        Err(e) => Err(refused(io::ErrorKind::AddrInUse, format!("{p} is a socket that may be in use ({e}): not removed"))),
+    }
+}
+
+/// Binds a Unix-domain listener at `path` in a private directory, mode 0600
+/// (the directory is closed to others, so the chmod after bind races nobody;
+/// the process umask, which is process-wide, is left alone).
+fn bind_unix(path: &Path) -> io::Result<(UnixListener, SocketFile)> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| refused(io::ErrorKind::InvalidInput, format!("{} is not a socket path", path.display())))?;
+    private_socket_dir(dir)?;
+    clear_stale_socket(path)?;
+    let l = UnixListener::bind(path)?;
+    let recorded = std::fs::symlink_metadata(path).and_then(|m| {
+        if !m.file_type().is_socket() {
+            return Err(refused(io::ErrorKind::Other, format!("{} is not the socket just bound", path.display())));
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(SocketFile { path: path.to_path_buf(), dev: m.dev(), ino: m.ino() })
+    });
+    match recorded {
+        Ok(f) => Ok((l, f)),
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            Err(e)
+        }
+    }
+}
+
+fn bind(addr: &Address) -> io::Result<(Listener, Address, Option<SocketFile>)> {
     match addr {
         Address::Unix(path) => {
-            if let Some(dir) = path.parent() {
-                std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-            }
-            if path.exists() {
-                // A socket file left by an SP that died: remove it, unless an SP
-                // is actually listening there (then this one must not start).
-                if UnixStream::connect(path).is_ok() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        format!("another SP is listening on {}", path.display()),
-                    ));
-                }
-                std::fs::remove_file(path)?;
-            }
-            Ok((Listener::Unix(UnixListener::bind(path)?), addr.clone()))
+            let (l, f) = bind_unix(path)?;
+            Ok((Listener::Unix(l), addr.clone(), Some(f)))
         }
         Address::Tcp(a) => {
             let l = TcpListener::bind(a.as_str())?;
             let actual = Address::Tcp(l.local_addr()?.to_string());
-            Ok((Listener::Tcp(l), actual))
+            Ok((Listener::Tcp(l), actual, None))
         }
         Address::Inproc(name) => {
             let mut reg = INPROC.lock();
@@ -220,7 +337,7 @@ fn bind(addr: &Address) -> io::Result<(Listener, Address)> {
             }
             let ep = Arc::new(InprocEndpoint { pending: Mutex::new((VecDeque::new(), false)), cv: Condvar::new() });
             reg.insert(name.clone(), ep.clone());
-            Ok((Listener::Inproc(ep), addr.clone()))
+            Ok((Listener::Inproc(ep), addr.clone(), None))
         }
     }
 }
@@ -536,16 +653,17 @@ impl<U: Upcall> Cmi<U> {
             epoch: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
         });
-        let mut cmi = Cmi { shared: shared.clone(), listener_addr: None, listener_wake: Mutex::new(None) };
+        let mut cmi = Cmi { shared: shared.clone(), listener_addr: None, listener_wake: Mutex::new(None), socket_file: None };
         if let Some(addr) = &cfg.listen {
-            let (listener, actual) = bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            let (listener, actual, socket_file) =
+                bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            cmi.socket_file = socket_file;
             log!(Level::Info, "SP {} listening on {actual}", cfg.local);
             let wake: Box<dyn Fn() + Send> = match (&listener, &actual) {
                 (Listener::Unix(_), Address::Unix(p)) => {
                     let p: PathBuf = p.clone();
                     Box::new(move || {
                         let _ = UnixStream::connect(&p);
-                        let _ = std::fs::remove_file(&p);
                     })
                 }
                 (Listener::Tcp(_), Address::Tcp(a)) => {
@@ -636,7 +754,8 @@ impl<U: Upcall> Cmi<U> {
     /// Returns whether it is up.
     pub fn wait_link(&self, sp: SpId, timeout: Option<Duration>) -> Result<bool, NotConfigured> {
         let e = self.shared.entry(sp).ok_or(NotConfigured)?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too large to add to the clock (Duration::MAX) waits forever.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut cur = e.conn.lock();
         loop {
             if cur.as_ref().is_some_and(|c| c.is_up()) {
@@ -686,6 +805,9 @@ impl<U: Upcall> Cmi<U> {
                 let _ = h.join();
             }
         }
+        if let Some(f) = &self.socket_file {
+            f.remove_if_ours();
+        }
     }
 }
 
@@ -724,8 +846,8 @@ mod tests {
     fn dialed_and_accepted_sockets_get_the_configured_send_buffer() {
         let dir = std::env::temp_dir().join(format!("mps-sndbuf-{}", std::process::id()));
         let path = dir.join("l.sock");
-        let (unix, _) = bind(&Address::Unix(path.clone())).unwrap();
-        let (tcp, tcp_addr) = bind(&Address::Tcp("127.0.0.1:0".into())).unwrap();
+        let (unix, _, _) = bind(&Address::Unix(path.clone())).unwrap();
+        let (tcp, tcp_addr, _) = bind(&Address::Tcp("127.0.0.1:0".into())).unwrap();
         let plain_l = TcpListener::bind("127.0.0.1:0").unwrap();
         let t = Duration::from_secs(5);
         for (cfg, want) in [(None, Some(crate::config::DEFAULT_SOCKET_SEND_BUFFER)), (Some(0), None), (Some(65536), Some(65536))] {

@@ -358,6 +358,14 @@ pub(crate) fn set_nodelay(s: &std::net::TcpStream) {
     let _ = s.set_nodelay(true);
 }
 
+/// This process's effective user id: the user that must own the directory
+/// of a listening Unix-domain socket (`cmi::bind`), and the `<uid>` of the
+/// default runtime directory `/tmp/mps-<uid>`.
+pub(crate) fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes no argument, touches no memory of ours and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 // --- the in-process pipe ------------------------------------------------------
 
 /// Bytes one direction of an in-process pipe holds before a writer sees `WouldBlock`.

@@ -3,7 +3,7 @@
 //! crossing into C.
 #![allow(non_snake_case)]
 
-use super::guard::{guard, initialize, instance, require_non_null, shutdown, status_of};
+use super::guard::{guard, initialize, instance, require_non_null, shutdown, status_of, Need};
 use super::registry;
 use super::types::*;
 use crate::config::Config;
@@ -91,8 +91,9 @@ fn dispatch_to_c(f: unsafe extern "C" fn(MPS_EVENT, PVOID) -> NTSTATUS, ev: Even
 /// `MPS_MAX_MAILBOX_NAME` characters. `Context` is echoed in every received
 /// message's `Context`. Returns `STATUS_INVALID_PARAMETER` (NULL or bad name,
 /// unconfigured conduit), `STATUS_OBJECT_NAME_COLLISION` (already open in this
-/// SP) or `STATUS_DEVICE_CONFIGURATION_ERROR` (the first call could not
-/// initialize).
+/// SP), `STATUS_DEVICE_CONFIGURATION_ERROR` (the first call could not
+/// initialize) or `STATUS_DEVICE_NOT_READY` (no SP since `MpsShutdown`: call
+/// `MpsInitialize`).
 ///
 /// # Safety
 ///
@@ -121,7 +122,7 @@ pub unsafe extern "C" fn MpsOpen(
                 return Status::STATUS_INVALID_PARAMETER.0;
             }
         };
-        let mps = match instance() {
+        let mps = match instance("MpsOpen", Need::Sp) {
             Ok(m) => m,
             Err(s) => return s.0,
         };
@@ -143,11 +144,12 @@ pub unsafe extern "C" fn MpsOpen(
 /// once the last outstanding send has its final status the session closes and
 /// (if it has a callback) gets exactly one `MpsEventCloseCompleted`. Messages
 /// queued and never received are discarded. `STATUS_PIPE_CLOSING` if a close
-/// is already pending; `STATUS_INVALID_HANDLE` for a closed or unknown handle.
+/// is already pending; `STATUS_INVALID_HANDLE` for a closed or unknown handle
+/// (and for every handle once `MpsShutdown` has stopped the SP).
 #[no_mangle]
 pub extern "C" fn MpsClose(FilamentHandle: MPS_HANDLE) -> NTSTATUS {
     guard!("MpsClose", {
-        let mps = match instance() {
+        let mps = match instance("MpsClose", Need::Handle) {
             Ok(m) => m,
             Err(s) => return s.0,
         };
@@ -242,7 +244,7 @@ pub unsafe extern "C" fn MpsAsynchronousSend(FilamentHandle: MPS_HANDLE, pSendMe
             Err(s) => return s.0,
         };
         let ptr = buf.as_ptr();
-        let mps = match instance() {
+        let mps = match instance("MpsAsynchronousSend", Need::Handle) {
             Ok(m) => m,
             Err(s) => {
                 registry::give_back(ptr);
@@ -281,7 +283,7 @@ pub unsafe extern "C" fn MpsSynchronousSend(FilamentHandle: MPS_HANDLE, pSendMes
             Ok(x) => x,
             Err(s) => return s.0,
         };
-        let r = instance().and_then(|mps| {
+        let r = instance("MpsSynchronousSend", Need::Handle).and_then(|mps| {
             mps.send_sync(session_of(FilamentHandle), sp_of(&i.Destination), &buf, i.Size as usize, i.SequenceTag)
         });
         registry::give_back(buf.as_ptr());
@@ -315,7 +317,7 @@ pub unsafe extern "C" fn MpsSynchronousReceive(
         require_non_null!("MpsSynchronousReceive", pReceivedEventData);
         // SAFETY: non-NULL (checked); the client passes a writable pointer.
         unsafe { *pReceivedEventData = std::ptr::null_mut() };
-        let mps = match instance() {
+        let mps = match instance("MpsSynchronousReceive", Need::Handle) {
             Ok(m) => m,
             Err(s) => return s.0,
         };
@@ -347,7 +349,7 @@ pub extern "C" fn MpsReleaseReceivedMessage(Ptr: PVOID) -> NTSTATUS {
 /// Writes the local SP's id to `*pLocalCmiSpId` and its peer's (the other SP of
 /// the same storage unit) to `*pPeerCmiSpId`. When the unit has no second SP
 /// configured, both fields of `*pPeerCmiSpId` are `CMI_SP_NONE`. Both pointers
-/// are required.
+/// are required. `STATUS_DEVICE_NOT_READY` once `MpsShutdown` has stopped the SP.
 ///
 /// # Safety
 ///
@@ -359,7 +361,7 @@ pub unsafe extern "C" fn MpsGetSpId(pLocalCmiSpId: PCMI_SP_ID, pPeerCmiSpId: PCM
     guard!("MpsGetSpId", {
         require_non_null!("MpsGetSpId", pLocalCmiSpId);
         require_non_null!("MpsGetSpId", pPeerCmiSpId);
-        let mps = match instance() {
+        let mps = match instance("MpsGetSpId", Need::Sp) {
             Ok(m) => m,
             Err(s) => return s.0,
         };
@@ -377,10 +379,14 @@ pub unsafe extern "C" fn MpsGetSpId(pLocalCmiSpId: PCMI_SP_ID, pPeerCmiSpId: PCM
 /// Extension. Starts this process's SP explicitly: from the TOML file at
 /// `ConfigPath`, or from the environment when it is NULL (`MPS_CONFIG`, else
 /// the embedded default of `MPS_SP` / `MPS_RUNTIME_DIR`). Without this call the
-/// first API call initializes from the environment.
-/// `STATUS_DEVICE_CONFIGURATION_ERROR` for a bad or unusable configuration (the
-/// log names the line and the reason); `STATUS_OBJECT_NAME_COLLISION` when an
-/// SP is already running in this process.
+/// first API call of the process initializes from the environment; after
+/// `MpsShutdown`, this call is the only way to start an SP again.
+/// `STATUS_DEVICE_CONFIGURATION_ERROR` for a bad or unusable configuration,
+/// including a Unix socket directory that is not the effective user's own or
+/// is writable by group or others (the log names the line or the directory,
+/// and the reason); a refused call changes nothing. `STATUS_OBJECT_NAME_COLLISION`
+/// when an SP is already running in this process, `STATUS_PIPE_CLOSING` while
+/// `MpsShutdown` tears one down.
 ///
 /// # Safety
 ///
@@ -415,8 +421,16 @@ impl FromBytesCompat for std::ffi::OsStr {
 /// sends fail with `STATUS_CONNECTION_DISCONNECTED`, through their callbacks),
 /// blocked receives return `STATUS_CANCELLED`, every handle becomes invalid,
 /// every library thread is joined. Buffers and received messages the client
-/// holds stay valid. A later call initializes again. Not from a callback
-/// (`STATUS_INVALID_PARAMETER`).
+/// holds stay valid. Afterwards only `MpsInitialize` starts an SP again: the
+/// routines that need one return `STATUS_DEVICE_NOT_READY` (`MpsOpen`,
+/// `MpsGetSpId`, `MpsWaitForPeer`, `MpsQuerySession`) or
+/// `STATUS_INVALID_HANDLE` (those that take a handle); buffer and release
+/// routines keep working. A call made during the teardown gets
+/// `STATUS_PIPE_CLOSING`. A second `MpsShutdown` concurrent with a first
+/// waits until the first one's teardown has finished, then returns
+/// `STATUS_SUCCESS`; with no SP running it returns `STATUS_SUCCESS` at once.
+/// Not from a callback (`STATUS_INVALID_PARAMETER`), nor from a log routine
+/// (it may run on a library thread that the teardown joins).
 #[no_mangle]
 pub extern "C" fn MpsShutdown() -> NTSTATUS {
     guard!("MpsShutdown", { status_of(shutdown()) })
@@ -425,7 +439,8 @@ pub extern "C" fn MpsShutdown() -> NTSTATUS {
 /// Extension. Writes the session's state at this moment to `*pInfo`: queued
 /// messages, threads in `MpsSynchronousReceive`, unfinished sends, events
 /// waiting for the callback, whether a close is pending. For diagnostics.
-/// `STATUS_INVALID_HANDLE`, `STATUS_INVALID_PARAMETER` (NULL `pInfo`).
+/// `STATUS_INVALID_HANDLE`, `STATUS_INVALID_PARAMETER` (NULL `pInfo`),
+/// `STATUS_DEVICE_NOT_READY` once `MpsShutdown` has stopped the SP.
 ///
 /// # Safety
 ///
@@ -436,7 +451,7 @@ pub extern "C" fn MpsShutdown() -> NTSTATUS {
 pub unsafe extern "C" fn MpsQuerySession(FilamentHandle: MPS_HANDLE, pInfo: PMPS_SESSION_INFO) -> NTSTATUS {
     guard!("MpsQuerySession", {
         require_non_null!("MpsQuerySession", pInfo);
-        let mps = match instance() {
+        let mps = match instance("MpsQuerySession", Need::Sp) {
             Ok(m) => m,
             Err(s) => return s.0,
         };
@@ -463,7 +478,8 @@ pub unsafe extern "C" fn MpsQuerySession(FilamentHandle: MPS_HANDLE, pInfo: PMPS
 
 /// Extension. Waits until the link to `*Sp` is up: `STATUS_SUCCESS` (at once for
 /// the local SP), `STATUS_TIMEOUT` after `TimeoutMilliseconds` (< 0 waits
-/// forever, 0 only tests), `STATUS_INVALID_ADDRESS` when `*Sp` is not configured.
+/// forever, 0 only tests), `STATUS_INVALID_ADDRESS` when `*Sp` is not configured,
+/// `STATUS_DEVICE_NOT_READY` once `MpsShutdown` has stopped the SP.
 ///
 /// # Safety
 ///
@@ -476,7 +492,7 @@ pub unsafe extern "C" fn MpsWaitForPeer(Sp: *const CMI_SP_ID, TimeoutMillisecond
         require_non_null!("MpsWaitForPeer", Sp);
         // SAFETY: non-NULL (checked); the client passes a readable id.
         let sp = sp_of(unsafe { &*Sp });
-        let mps = match instance() {
+        let mps = match instance("MpsWaitForPeer", Need::Sp) {
             Ok(m) => m,
             Err(s) => return s.0,
         };

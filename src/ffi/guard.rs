@@ -5,8 +5,7 @@ use crate::config::Config;
 use crate::log::{log, Level};
 use crate::mps::Mps;
 use crate::status::Status;
-use parking_lot::{Mutex, RwLock};
-use std::sync::atomic::{AtomicBool, Ordering};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 /// Runs an extern function's body; a panic becomes `STATUS_INTERNAL_ERROR`
 /// (with a log line) instead of unwinding into C (SPEC: no panic crosses the boundary).
@@ -43,50 +42,90 @@ pub(crate) fn status_of(r: Result<(), Status>) -> i32 {
     }
 }
 
-static GLOBAL: RwLock<Option<Mps>> = RwLock::new(None);
-static INIT: Mutex<()> = Mutex::new(());
-/// `MpsShutdown` is tearing the SP down: calls meanwhile (from callbacks still
-/// running, or other threads) get `STATUS_PIPE_CLOSING` instead of starting a
-/// new SP, or waiting on the teardown that is waiting on them.
-static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+/// Where the process's one SP is in its life (SPEC 6; README "Configuration").
+enum Life {
+    /// No SP yet and no `MpsShutdown`: the first call initializes from the
+    /// environment (SPEC 6).
+    Unstarted,
+    /// Running.
+    Running(Mps),
+    /// `MpsShutdown` is tearing it down: calls meanwhile (from callbacks still
+    /// running, or other threads) get `STATUS_PIPE_CLOSING` instead of
+    /// waiting on the teardown that may be waiting on them; a second
+    /// `MpsShutdown` waits for the teardown to finish.
+    Stopping,
+    /// `MpsShutdown` has finished: only `MpsInitialize` starts an SP again, so
+    /// that a late call from a stray thread never brings a storage SP back on
+    /// the network.
+    Stopped,
+}
 
-fn closing() -> Status {
-    log!(Level::Warn, "refused: MpsShutdown is in progress");
+static LIFE: RwLock<Life> = RwLock::new(Life::Unstarted);
+/// Serializes the changes of `LIFE` (and the wait for `Stopped`).
+static INIT: Mutex<()> = Mutex::new(());
+/// Signalled (under `INIT`) when a teardown has finished.
+static STOPPED: Condvar = Condvar::new();
+
+/// What a routine that found no live SP is answered.
+#[derive(Clone, Copy)]
+pub(crate) enum Need {
+    /// It takes no handle (`MpsOpen`, `MpsGetSpId`, `MpsWaitForPeer`,
+    /// `MpsQuerySession`): `STATUS_DEVICE_NOT_READY`.
+    Sp,
+    /// It acts on a handle, stale anyway once the SP is gone:
+    /// `STATUS_INVALID_HANDLE`.
+    Handle,
+}
+
+fn closing(routine: &str) -> Status {
+    log!(Level::Warn, "{routine} refused: MpsShutdown is in progress");
     Status::STATUS_PIPE_CLOSING
 }
 
-/// The process's SP, initialized from the environment on first use (SPEC 6).
-pub(crate) fn instance() -> Result<Mps, Status> {
-    if let Some(m) = GLOBAL.read().as_ref() {
-        return Ok(m.clone());
+fn not_running(routine: &str, need: Need) -> Status {
+    log!(Level::Warn, "{routine} refused: the SP was shut down by MpsShutdown and is not running; call MpsInitialize to start it again");
+    match need {
+        Need::Sp => Status::STATUS_DEVICE_NOT_READY,
+        Need::Handle => Status::STATUS_INVALID_HANDLE,
     }
-    if SHUTTING_DOWN.load(Ordering::Acquire) {
-        return Err(closing());
+}
+
+/// The process's SP for `routine`; initialized from the environment on the
+/// first call of a process that has not called `MpsShutdown` (SPEC 6).
+pub(crate) fn instance(routine: &str, need: Need) -> Result<Mps, Status> {
+    match &*LIFE.read() {
+        Life::Running(m) => return Ok(m.clone()),
+        Life::Stopping => return Err(closing(routine)),
+        Life::Stopped => return Err(not_running(routine, need)),
+        Life::Unstarted => {}
     }
     let _once = INIT.lock();
-    if let Some(m) = GLOBAL.read().as_ref() {
-        return Ok(m.clone());
-    }
-    if SHUTTING_DOWN.load(Ordering::Acquire) {
-        return Err(closing());
+    match &*LIFE.read() {
+        Life::Running(m) => return Ok(m.clone()),
+        Life::Stopping => return Err(closing(routine)),
+        Life::Stopped => return Err(not_running(routine, need)),
+        Life::Unstarted => {}
     }
     let m = Mps::from_env().map_err(|e| {
         log!(Level::Error, "cannot initialize from the environment: {e}");
         Status::STATUS_DEVICE_CONFIGURATION_ERROR
     })?;
-    *GLOBAL.write() = Some(m.clone());
+    *LIFE.write() = Life::Running(m.clone());
     Ok(m)
 }
 
-/// Explicit initialization (`MpsInitialize`).
+/// Explicit initialization (`MpsInitialize`). A refused one changes nothing:
+/// before any `MpsShutdown` the first call still initializes from the
+/// environment, after one the SP stays down.
 pub(crate) fn initialize(cfg: Result<Config, crate::config::ConfigError>) -> Result<(), Status> {
     let _once = INIT.lock();
-    if SHUTTING_DOWN.load(Ordering::Acquire) {
-        return Err(closing());
-    }
-    if GLOBAL.read().is_some() {
-        log!(Level::Warn, "MpsInitialize refused: an SP is already running in this process (MpsShutdown first)");
-        return Err(Status::STATUS_OBJECT_NAME_COLLISION);
+    match &*LIFE.read() {
+        Life::Stopping => return Err(closing("MpsInitialize")),
+        Life::Running(_) => {
+            log!(Level::Warn, "MpsInitialize refused: an SP is already running in this process (MpsShutdown first)");
+            return Err(Status::STATUS_OBJECT_NAME_COLLISION);
+        }
+        Life::Unstarted | Life::Stopped => {}
     }
     let cfg = cfg.map_err(|e| {
         log!(Level::Error, "configuration refused: {e}");
@@ -96,32 +135,58 @@ pub(crate) fn initialize(cfg: Result<Config, crate::config::ConfigError>) -> Res
         log!(Level::Error, "cannot start: {e}");
         Status::STATUS_DEVICE_CONFIGURATION_ERROR
     })?;
-    *GLOBAL.write() = Some(m);
+    *LIFE.write() = Life::Running(m);
     Ok(())
 }
 
-/// Explicit teardown (`MpsShutdown`).
+/// Marks the teardown finished and wakes the `MpsShutdown`s waiting for it,
+/// on return and on unwind alike (a caught panic must not strand them).
+struct Finished;
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let _once = INIT.lock();
+        *LIFE.write() = Life::Stopped;
+        STOPPED.notify_all();
+    }
+}
+
+/// Explicit teardown (`MpsShutdown`). One concurrent with another waits until
+/// that one's teardown has finished (bounded as the teardown is), then
+/// succeeds; with no SP it succeeds at once. Either way, afterwards only
+/// `MpsInitialize` starts an SP.
 pub(crate) fn shutdown() -> Result<(), Status> {
     if crate::mps::in_callback() {
         log!(Level::Warn, "MpsShutdown refused: called from inside a callback");
         return Err(Status::STATUS_INVALID_PARAMETER);
     }
-    let m = {
-        let _once = INIT.lock();
-        let m = GLOBAL.write().take();
-        if m.is_some() {
-            SHUTTING_DOWN.store(true, Ordering::Release);
+    let mut said = false;
+    let mut once = INIT.lock();
+    let m = loop {
+        let mut life = LIFE.write();
+        match std::mem::replace(&mut *life, Life::Stopping) {
+            Life::Running(m) => break m,
+            Life::Unstarted | Life::Stopped => {
+                *life = Life::Stopped;
+                return Ok(());
+            }
+            Life::Stopping if !said => {
+                // Logged with no lock held (a log routine may call the API).
+                drop(life);
+                drop(once);
+                log!(Level::Info, "MpsShutdown: another MpsShutdown is tearing the SP down; waiting for it to finish");
+                said = true;
+                once = INIT.lock();
+            }
+            Life::Stopping => {
+                drop(life);
+                STOPPED.wait(&mut once);
+            }
         }
-        m
     };
+    drop(once);
     // Not under INIT: a callback still running may call the API, and the
     // teardown joins the thread it runs on.
-    match m {
-        Some(m) => {
-            let r = m.shutdown();
-            SHUTTING_DOWN.store(false, Ordering::Release);
-            r
-        }
-        None => Ok(()),
-    }
+    let _finished = Finished;
+    m.shutdown()
 }

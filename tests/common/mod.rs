@@ -53,12 +53,15 @@ pub fn inproc_pair(limits: &str) -> (Mps, Mps) {
     (ma, mb)
 }
 
-/// A temporary directory removed on drop.
+/// A temporary directory removed on drop. Mode 0700 whatever the umask, as
+/// the directory of a listening socket must be (closed to group and others:
+/// libmps refuses to listen in any other).
 pub struct TempDir(pub std::path::PathBuf);
 impl TempDir {
     pub fn new() -> TempDir {
+        use std::os::unix::fs::DirBuilderExt;
         let d = std::env::temp_dir().join(unique("mps-test"));
-        std::fs::create_dir_all(&d).unwrap();
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).unwrap();
         TempDir(d)
     }
 }
