@@ -108,6 +108,10 @@ struct Shared<U: Upcall> {
     stop_cv: Condvar,
     epoch: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Signalled once by `Cmi::shutdown`: the listener's poll and every
+    /// connect in progress wait on it too, so they end at once whatever
+    /// the state of their sockets.
+    stop_signal: stream::Waker,
 }
 
 /// The transport of one SP.
@@ -171,6 +175,19 @@ fn socket_link(s: impl std::os::fd::AsRawFd + Into<std::os::fd::OwnedFd>, config
 }
 
 impl Listener {
+    /// A socket listener's descriptor, made non-blocking: its thread polls
+    /// it with the stop signal instead of blocking in `accept`.
+    fn poll_fd(&self) -> io::Result<Option<std::os::fd::RawFd>> {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listener::Unix(l) => l.set_nonblocking(true).map(|_| Some(l.as_raw_fd())),
+            Listener::Tcp(l) => l.set_nonblocking(true).map(|_| Some(l.as_raw_fd())),
+            Listener::Inproc(_) => Ok(None),
+        }
+    }
+
+    /// Accepts one connection; on a socket listener (non-blocking, see
+    /// `poll_fd`) `WouldBlock` when none is queued.
     fn accept(&self, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
         match self {
             Listener::Unix(l) => unix_link(l.accept()?.0, send_buffer),
@@ -342,14 +359,18 @@ fn bind(addr: &Address) -> io::Result<(Listener, Address, Option<SocketFile>)> {
     }
 }
 
-fn dial(addr: &Address, timeout: Duration, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
+/// Connects to `addr` without blocking in `connect(2)`: a TCP connect waits
+/// at most `timeout` per address, and none waits past `stop` (see
+/// `stream::connect_raw`).
+fn dial(addr: &Address, timeout: Duration, send_buffer: Option<u32>, stop: &stream::Waker) -> io::Result<Box<dyn Stream>> {
     match addr {
-        Address::Unix(path) => unix_link(UnixStream::connect(path)?, send_buffer),
+        Address::Unix(path) => unix_link(UnixStream::from(stream::connect_unix(path, stop)?), send_buffer),
         Address::Tcp(a) => {
             let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{a} resolves to no address"));
             for sa in a.to_socket_addrs()? {
-                match TcpStream::connect_timeout(&sa, timeout) {
-                    Ok(s) => return tcp_link(s, send_buffer),
+                match stream::connect_tcp(&sa, timeout, stop) {
+                    Ok(s) => return tcp_link(TcpStream::from(s), send_buffer),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
                     Err(e) => last = e,
                 }
             }
@@ -561,7 +582,7 @@ impl<U: Upcall> Shared<U> {
         let mut backoff = self.cfg.reconnect_initial_backoff;
         let mut failures: u64 = 0;
         while !self.stopping() {
-            let attempt = dial(&entry.address, self.params.dead_timeout, self.cfg.socket_send_buffer)
+            let attempt = dial(&entry.address, self.params.dead_timeout, self.cfg.socket_send_buffer, &self.stop_signal)
                 .map_err(|e| format!("cannot connect to {}: {e}", entry.address))
                 .and_then(|s| link::handshake(s.as_ref(), &self.params).map(|h| (s, h)));
             match attempt {
@@ -652,6 +673,7 @@ impl<U: Upcall> Cmi<U> {
             stop_cv: Condvar::new(),
             epoch: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
+            stop_signal: stream::Waker::new()?,
         });
         let mut cmi = Cmi { shared: shared.clone(), listener_addr: None, listener_wake: Mutex::new(None), socket_file: None };
         if let Some(addr) = &cfg.listen {
@@ -660,18 +682,14 @@ impl<U: Upcall> Cmi<U> {
             cmi.socket_file = socket_file;
             log!(Level::Info, "SP {} listening on {actual}", cfg.local);
             let wake: Box<dyn Fn() + Send> = match (&listener, &actual) {
-                (Listener::Unix(_), Address::Unix(p)) => {
-                    let p: PathBuf = p.clone();
-                    Box::new(move || {
-                        let _ = UnixStream::connect(&p);
-                    })
-                }
-                (Listener::Tcp(_), Address::Tcp(a)) => {
-                    let a = a.replace("0.0.0.0", "127.0.0.1").replace("[::]", "[::1]");
-                    Box::new(move || {
-                        let _ = TcpStream::connect(a.as_str());
-                    })
-                }
+                // Woken by the stop signal too; its socket file is removed by
+                // `Cmi::shutdown`, only if it is still the one bound here.
+                (Listener::Unix(_), Address::Unix(_)) => Box::new(|| {}),
+                // The listener thread wakes on the stop signal (it never
+                // relied on connecting to its own address, which fails once
+                // the socket file is unlinked or the address has left its
+                // interface).
+                (Listener::Tcp(_), Address::Tcp(_)) => Box::new(|| {}),
                 (Listener::Inproc(ep), Address::Inproc(name)) => {
                     let (ep, name) = (ep.clone(), name.clone());
                     Box::new(move || {
@@ -684,14 +702,33 @@ impl<U: Upcall> Cmi<U> {
             };
             *cmi.listener_wake.lock() = Some(wake);
             cmi.listener_addr = Some(actual);
+            let poll_fd = listener.poll_fd().map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             let sh = shared.clone();
             shared.spawn(format!("mps-listen-{}", cfg.local), move || {
                 loop {
+                    if let Some(fd) = poll_fd {
+                        // Wait for a connection or the stop signal, whatever
+                        // the state of the socket.
+                        let mut p = [sh.stop_signal.pollfd(), libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
+                        if let Err(e) = stream::poll(&mut p, None) {
+                            log!(Level::Error, "the listener's poll failed: {e}");
+                            if !sh.pause(Duration::from_millis(100)) {
+                                break;
+                            }
+                        }
+                        if p[0].revents != 0 {
+                            break;
+                        }
+                        if p[1].revents == 0 {
+                            continue;
+                        }
+                    }
                     let r = listener.accept(sh.cfg.socket_send_buffer);
                     if sh.stopping() {
                         break;
                     }
                     match r {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Ok(s) => {
                             let sh2 = sh.clone();
                             if let Err(e) = sh.spawn("mps-link".into(), move || sh2.accepted(s)) {
@@ -784,6 +821,7 @@ impl<U: Upcall> Cmi<U> {
             let _g = self.shared.stop_mx.lock();
             self.shared.stop_cv.notify_all();
         }
+        self.shared.stop_signal.wake();
         if let Some(wake) = self.listener_wake.lock().take() {
             wake();
         }
@@ -855,11 +893,12 @@ mod tests {
             let (plain_unix, _p) = UnixStream::pair().unwrap();
             let plain_tcp = TcpStream::connect(plain_l.local_addr().unwrap()).unwrap();
             let (want_unix, want_tcp) = (reported(&plain_unix, want), reported(&plain_tcp, want));
-            let d = dial(&Address::Unix(path.clone()), t, cfg).unwrap();
+            let stop = stream::Waker::new().unwrap();
+            let d = dial(&Address::Unix(path.clone()), t, cfg, &stop).unwrap();
             let a = unix.accept(cfg).unwrap();
             assert_eq!(d.send_buffer(), Some(want_unix), "unix dial, configured {cfg:?}");
             assert_eq!(a.send_buffer(), Some(want_unix), "unix accept, configured {cfg:?}");
-            let d = dial(&tcp_addr, t, cfg).unwrap();
+            let d = dial(&tcp_addr, t, cfg, &stop).unwrap();
             let a = tcp.accept(cfg).unwrap();
             assert_eq!(d.send_buffer(), Some(want_tcp), "tcp dial, configured {cfg:?}");
             assert_eq!(a.send_buffer(), Some(want_tcp), "tcp accept, configured {cfg:?}");

@@ -366,6 +366,209 @@ pub(crate) fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+// --- connecting, accepting and waiting without blocking ------------------------
+
+/// A shutdown signal that `poll` can wait on with sockets: an eventfd that,
+/// once signalled, stays readable (it is never drained), so every thread that
+/// polls it afterwards returns at once.
+pub(crate) struct Waker(OwnedFd);
+
+impl Waker {
+    pub(crate) fn new() -> io::Result<Waker> {
+        // SAFETY: eventfd has no memory arguments; the result is checked.
+        let w = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if w < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `w` is a fresh descriptor that nothing else owns.
+        Ok(Waker(unsafe { OwnedFd::from_raw_fd(w) }))
+    }
+
+    /// Makes the signal readable, for good.
+    pub(crate) fn wake(&self) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd; failure
+        // (counter saturated) still leaves it readable, which is all we need.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// A `pollfd` entry that is ready once `wake` has been called.
+    pub(crate) fn pollfd(&self) -> libc::pollfd {
+        libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLIN, revents: 0 }
+    }
+}
+
+/// A `poll` timeout in milliseconds: `None` waits forever; a part of a
+/// millisecond counts as a whole one, so a caller never spins on 0 ms
+/// waits just before its deadline.
+fn poll_ms(timeout: Option<Duration>) -> libc::c_int {
+    match timeout {
+        None => -1,
+        Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
+    }
+}
+
+/// `poll(2)` over `fds` for at most `timeout` (`None`: no limit). Returns how
+/// many entries have events; 0 when the time ran out or a signal interrupted
+/// the wait (callers check their own deadlines).
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    // SAFETY: `fds` is a valid, writable array of `fds.len()` pollfds for the
+    // duration of the call; the kernel writes only their `revents`.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, poll_ms(timeout)) };
+    if r >= 0 {
+        return Ok(r as usize);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::Interrupted {
+        return Ok(0);
+    }
+    Err(e)
+}
+
+/// The error a connect reports when `stop` was signalled during it.
+pub(crate) fn stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "this SP is shutting down")
+}
+
+/// Connects a new stream socket of `domain` to the address `sa` (`len`
+/// bytes of it) without ever blocking in `connect(2)`: the socket is
+/// non-blocking while it connects, a connection in progress is waited for
+/// with `poll` (at most `timeout`, and no longer than until `stop` is
+/// signalled), and its outcome read from `SO_ERROR`. The socket returned is
+/// connected and back in blocking mode (what a link's stream expects).
+///
+/// A Unix-domain connect to a listener whose accept queue is full does not
+/// wait: it fails with `WouldBlock` at once (a blocking one would wait for
+/// room, for ever if the listener never accepts), and the dialer retries
+/// after its backoff.
+fn connect_raw(
+    domain: libc::c_int,
+    sa: &libc::sockaddr_storage,
+    len: libc::socklen_t,
+    timeout: Duration,
+    stop: &Waker,
+) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no memory arguments; the result is checked.
+    let raw = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: `sa` is a live sockaddr_storage holding a `domain` address of
+    // `len` (<= its size) bytes; the kernel only reads it.
+    let r = unsafe { libc::connect(fd.as_raw_fd(), (sa as *const libc::sockaddr_storage).cast(), len) };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            // In progress (TCP), or interrupted by a signal: it goes on
+            // asynchronously either way.
+            Some(libc::EINPROGRESS) | Some(libc::EINTR) => {}
+            Some(libc::EAGAIN) if domain == libc::AF_UNIX => {
+                return Err(io::Error::new(io::ErrorKind::WouldBlock, "its accept queue is full"));
+            }
+            _ => return Err(e),
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {} ms", timeout.as_millis())));
+            }
+            let mut p = [libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 }, stop.pollfd()];
+            poll(&mut p, Some(left))?;
+            if p[1].revents != 0 {
+                return Err(stopped());
+            }
+            if p[0].revents != 0 {
+                break;
+            }
+        }
+        let mut err: libc::c_int = 0;
+        let mut elen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `elen` bytes into `err`, a live
+        // c_int whose size `elen` holds.
+        let r = unsafe {
+            libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut libc::c_int).cast(), &mut elen)
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if err != 0 {
+            return Err(io::Error::from_raw_os_error(err));
+        }
+    }
+    set_blocking(&fd)?;
+    Ok(fd)
+}
+
+/// Clears `O_NONBLOCK` on a descriptor.
+fn set_blocking(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: fcntl F_GETFL/F_SETFL on a descriptor we own; no memory passed.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Connects to the Unix-domain socket at `path` (see `connect_raw`; such a
+/// connect completes or fails at once, so it has no timeout).
+pub(crate) fn connect_unix(path: &std::path::Path, stop: &Waker) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: an all-zero sockaddr_storage is a valid (AF_UNSPEC) address.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: sockaddr_storage is large enough and aligned for any address
+    // family, sockaddr_un included; `ss` outlives the reference.
+    let un = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_un>() };
+    un.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    // One byte stays for the terminating NUL.
+    if bytes.is_empty() || bytes.len() >= un.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a Unix socket path has 1 to {} bytes and no NUL", un.sun_path.len() - 1),
+        ));
+    }
+    for (d, s) in un.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    connect_raw(libc::AF_UNIX, &ss, len, Duration::ZERO, stop)
+}
+
+/// Connects to the TCP address `addr`, waiting at most `timeout` (see `connect_raw`).
+pub(crate) fn connect_tcp(addr: &std::net::SocketAddr, timeout: Duration, stop: &Waker) -> io::Result<OwnedFd> {
+    // SAFETY: an all-zero sockaddr_storage is a valid (AF_UNSPEC) address.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let (domain, len) = match addr {
+        std::net::SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large enough and aligned for a
+            // sockaddr_in; `ss` outlives the reference.
+            let sin = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) };
+            (libc::AF_INET, std::mem::size_of::<libc::sockaddr_in>())
+        }
+        std::net::SocketAddr::V6(a) => {
+            // SAFETY: as above, for a sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+            sin6.sin6_scope_id = a.scope_id();
+            (libc::AF_INET6, std::mem::size_of::<libc::sockaddr_in6>())
+        }
+    };
+    connect_raw(domain, &ss, len as libc::socklen_t, timeout, stop)
+}
+
 // --- the in-process pipe ------------------------------------------------------
 
 /// Bytes one direction of an in-process pipe holds before a writer sees `WouldBlock`.
