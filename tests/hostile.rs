@@ -849,12 +849,18 @@ fn truncated_then_silent(t: Transport) {
     h.send(&msg[..2000]);
     // Both are ended by X's clocks; meanwhile its real peer is served.
     rig.flow(10);
-    h.expect_closed("a MESSAGE half sent, then silence");
+    let mut h = h;
+    h.rd.expect_closed("a MESSAGE half sent, then silence");
     half_hello.expect_closed("a HELLO half sent, then silence");
     let took = t0.elapsed();
     assert!(took >= Duration::from_millis(DEAD_MS * 9 / 10), "ended before the dead-peer timeout: {took:?}");
+    // H stays silent, its socket open, until X has said why it ended the
+    // link. (Were H to close at once on seeing X's end-of-stream, X could log
+    // "the peer closed the link" instead: `Conn::kill` shuts the socket's
+    // writing side before it marks the link killed, src/cmi/link.rs:394/404.)
     expect_log(rig.mark, &[&format!("link to SP {} lost: no frame from the peer", rig.h_id)]);
     expect_log(rig.mark, &["refused an incoming connection: handshake timed out"]);
+    drop(h);
     assert_eq!(rig.x.session_info(rig.sink).unwrap().queued, 0, "a message cut short was delivered");
     rig.finish();
 }
@@ -995,6 +1001,7 @@ over_unix_and_tcp!(second_hello, super::WATCHDOG);
 /// messages to R (H learns where X's id counter is from a message X sends
 /// it): they must not complete R's messages, which keep flowing.
 fn confirms_for_ids_never_sent(t: Transport) {
+    const WINDOW: u64 = 100;
     let rig = Rig::new(t);
     let mut h = rig.hostile();
     h.keep_alive();
@@ -1010,8 +1017,10 @@ fn confirms_for_ids_never_sent(t: Transport) {
     rig.flow(2);
     rig.probe_round_trip(&mut h);
     // Where X's id counter is now: the probe's id. X's messages to R take
-    // the ids after it. H confirms those ids, over and over, while X and R
-    // exchange messages.
+    // the ids after it. H confirms the next WINDOW ids, over and over, while
+    // X and R exchange more messages than that (so that X's next message to
+    // H, below, has an id past the window: a guessed confirmation of a
+    // message X did send to H would be H's to give).
     let (x, probe, h_id) = (rig.x.clone(), rig.probe, rig.h_id);
     let sender = thread::spawn(move || x.send_sync(probe, h_id, &MessageBuf::from_slice(b"where").unwrap(), 5, 1));
     let m = h.next_message();
@@ -1020,7 +1029,8 @@ fn confirms_for_ids_never_sent(t: Transport) {
     let stop = Arc::new(AtomicBool::new(false));
     let (wr, stop2, base) = (h.wr.clone(), stop.clone(), m.id);
     let spam = thread::spawn(move || {
-        let ahead: Vec<(u64, Status)> = (base + 1..base + 1 + 4096).map(|id| (id, Status::STATUS_OBJECT_NAME_NOT_FOUND)).collect();
+        let ahead: Vec<(u64, Status)> =
+            (0..4096u64).map(|i| (base + 1 + i % WINDOW, Status::STATUS_OBJECT_NAME_NOT_FOUND)).collect();
         let f = confirm_frame(&ahead);
         let mut frames = 0u32;
         while !stop2.load(Ordering::Acquire) {
@@ -1032,10 +1042,10 @@ fn confirms_for_ids_never_sent(t: Transport) {
         }
         frames
     });
-    rig.flow(200);
+    rig.flow(2 * WINDOW as u32);
     stop.store(true, Ordering::Release);
     let frames = spam.join().unwrap();
-    eprintln!("  {frames} CONFIRM frames of 4096 guessed ids each while X and R exchanged 200 round trips");
+    eprintln!("  {frames} CONFIRM frames of 4096 guessed ids each while X and R exchanged {} round trips", 2 * WINDOW);
     assert!(frames > 0);
     // Still H's live link: X's next message to H is confirmed by H.
     rig.probe_round_trip(&mut h);
