@@ -253,6 +253,17 @@ fn usage() -> Usage {
     }
 }
 
+/// Returns the heap's free memory to the kernel, so that a baseline taken
+/// after an earlier test freed a lot (a flood's queue) is the process's real
+/// size, and that earlier test's free pages cannot hide this one's growth.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only releases free heap pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 impl Usage {
     fn max(self, o: Usage) -> Usage {
         Usage { threads: self.threads.max(o.threads), rss_kib: self.rss_kib.max(o.rss_kib), fds: self.fds.max(o.fds) }
@@ -596,6 +607,7 @@ impl Rig {
         rig.flow(5);
         rig.mark = log_mark();
         rig.r_mark = rig.mark;
+        trim_heap();
         rig.base = usage();
         rig
     }
@@ -1251,21 +1263,21 @@ const SILENT_FD_BOUND: usize = 256;
 
 /// Raises this process's soft limit on descriptors to `want` (at most the
 /// hard limit); returns the limit in force.
-fn raise_nofile(want: u64) -> u64 {
+fn raise_nofile(want: libc::rlim_t) -> libc::rlim_t {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes one rlimit into the live, properly aligned `lim`.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return 1024;
     }
-    if lim.rlim_cur < want as libc::rlim_t {
-        let raised = libc::rlimit { rlim_cur: (want as libc::rlim_t).min(lim.rlim_max), rlim_max: lim.rlim_max };
+    if lim.rlim_cur < want {
+        let raised = libc::rlimit { rlim_cur: want.min(lim.rlim_max), rlim_max: lim.rlim_max };
         // SAFETY: setrlimit reads one rlimit from the live `raised`; only the
         // soft limit changes, within the hard one, for this test process.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
             lim = raised;
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// A connection that says nothing, made without blocking: a listener that
@@ -1316,7 +1328,7 @@ fn thousand_silent_connections(t: Transport) {
     let base = rig.base;
     // Ours, X's two each as of today, and room: the test must be able to
     // measure the defect without running out of descriptors itself.
-    let limit = raise_nofile((base.fds + 4 * SILENT + 512) as u64);
+    let limit = raise_nofile((base.fds + 4 * SILENT + 512) as libc::rlim_t);
     let n = SILENT.min((limit as usize).saturating_sub(base.fds + 512) / 3);
     let mut held = Vec::with_capacity(n);
     let mut refused = Vec::new();
