@@ -37,9 +37,9 @@
 //! a watchdog (`run`): a test that does not finish in its time ends the whole
 //! binary with a message instead of hanging it.
 //!
-//! Two tests are `#[ignore]`d because they fail on the current main, for
-//! defects of issue 8 being fixed elsewhere (see their attributes); run them
-//! with `cargo test --test hostile -- --ignored`.
+//! The thousand-silent-connections test is `#[ignore]`d: it fails until
+//! defect 9 of issue 8 is fixed (see its attribute); run it with
+//! `cargo test --test hostile -- --ignored`.
 //!
 //! Set `HOSTILE_LOG=1` to echo the library's log to stderr.
 
@@ -1250,7 +1250,6 @@ fn flood_of_unread_confirms(t: Transport) {
     rig.finish();
 }
 over_unix_and_tcp!(
-    #[ignore = "defect 8.1: X's outbound queue of CONFIRMs for a peer that never reads is unbounded (enable when fixed)"]
     flood_of_unread_confirms,
     super::WATCHDOG_LONG
 );
