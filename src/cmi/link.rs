@@ -530,8 +530,11 @@ impl Conn {
     /// and the reader returns. Idempotent.
     pub(crate) fn kill(&self, reason: &str) {
         let mut q = self.out.lock();
-        self.die_locked(&mut q, reason.to_string());
+        // Killed before the write side shuts: a peer that closes at our
+        // end-of-stream must not make the reader log "the peer closed the
+        // link" instead of this reason (Reader::ended looks at `killed`).
         self.killed.store(true, Ordering::Release);
+        self.die_locked(&mut q, reason.to_string());
         self.stream.shutdown();
         self.stream.interrupt();
     }

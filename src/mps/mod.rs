@@ -943,5 +943,9 @@ impl Core {
             st.events.clear();
             self.table.remove(&s);
         }
+        // The teardown's own lines reach stderr or the client's routine
+        // before the process (often) exits; bounded, and never from the log's
+        // own thread (log::flush returns at once there).
+        crate::log::flush(Duration::from_millis(500));
     }
 }
