@@ -39,7 +39,10 @@ unsafe extern "C" fn log_routine(_level: ULONG, line: *const std::ffi::c_char, _
     LOG.lock().unwrap_or_else(|e| e.into_inner()).push(line);
 }
 
+/// Whether a line containing `part` was logged. The log is asynchronous (its
+/// own thread calls the routine): flush what was logged so far first.
 fn logged(part: &str) -> bool {
+    mps::log::flush(std::time::Duration::from_secs(10));
     LOG.lock().unwrap().iter().any(|l| l.contains(part))
 }
 
