@@ -265,6 +265,27 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// The toml crate's message for a syntax error; for the errors it gives no
+/// message (a control character in a comment, for one), the character and
+/// its column, so that a refused file always says why.
+fn toml_reason(text: &str, e: &toml::de::Error) -> String {
+    let m = e.message().trim();
+    if !m.is_empty() {
+        return m.to_string();
+    }
+    let Some(span) = e.span() else { return "not valid TOML".into() };
+    let mut at = span.start.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let column = text[line_start..at].chars().count() + 1;
+    match text[at..].chars().next() {
+        Some(c) => format!("not valid TOML: unexpected character U+{:04X} at column {column}", c as u32),
+        None => "not valid TOML: unexpected end of the file".into(),
+    }
+}
+
 struct Checker<'a> {
     origin: &'a str,
     text: &'a str,
@@ -391,7 +412,7 @@ impl Config {
         let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError {
             origin: origin.to_string(),
             line: e.span().map(|s| line_of(text, s.start)),
-            reason: e.message().trim().to_string(),
+            reason: toml_reason(text, &e),
         })?;
         let c = Checker { origin, text };
 
@@ -564,6 +585,15 @@ max_message_size = 65536
 interval_ms = 100
 dead_peer_timeout_ms = 1000
 "#;
+
+    #[test]
+    fn a_toml_error_without_a_message_still_gets_a_reason() {
+        // Found by the config fuzz target: toml reports a control character
+        // in a comment with an empty message, and the error said nothing.
+        let e = Config::from_toml("sp = \"0.A\"\n# a\u{1}b\n", "ctl.toml").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.reason.contains("U+0001") && e.reason.contains("column 4"), "{e}");
+    }
 
     #[test]
     fn reads_a_complete_file() {

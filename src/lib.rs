@@ -10,6 +10,8 @@
 pub mod cmi;
 pub mod config;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log;
 pub mod mps;
 pub mod sp_id;

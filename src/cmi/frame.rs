@@ -222,10 +222,13 @@ pub fn encode_message_head(out: &mut [u8], h: &MessageHead, name: &[u8], payload
     PREFIX_LEN + MESSAGE_FIXED + name.len()
 }
 
-/// Parses the fixed part of a `MESSAGE` body (`b` holds at least
-/// `MESSAGE_FIXED` bytes) and returns it with the name's length, checked
-/// against the body length.
+/// Parses the fixed part of a `MESSAGE` body (the first `MESSAGE_FIXED`
+/// bytes of `b`; a shorter `b` is an error) and returns it with the name's
+/// length, checked against the body length.
 pub fn decode_message_fixed(b: &[u8], body_len: u32) -> Result<(MessageHead, usize), String> {
+    if b.len() < MESSAGE_FIXED {
+        return Err(format!("MESSAGE body of {} bytes, shorter than its {MESSAGE_FIXED}-byte fixed part", b.len()));
+    }
     let name_len = le_u16(b, 20) as usize;
     let h = MessageHead { id: le_u64(b, 0), conduit: le_u32(b, 8), domain: le_u32(b, 12), tag: le_u32(b, 16), mode: b[22] };
     if h.mode != MODE_SYNC && h.mode != MODE_ASYNC {
@@ -271,8 +274,12 @@ pub fn confirm_status_allowed(st: Status) -> bool {
 
 /// Parses a `CONFIRM` body into (message id, status) pairs.
 pub fn decode_confirms(b: &[u8]) -> Result<impl ExactSizeIterator<Item = (u64, Status)> + Clone + '_, String> {
+    if b.len() < 4 {
+        return Err(format!("CONFIRM body of {} bytes, too short for its count", b.len()));
+    }
     let n = le_u32(b, 0) as usize;
-    if 4 + n * CONFIRM_ENTRY != b.len() {
+    // u64: on a 32-bit target 4 + n * 12 could wrap to the body's length.
+    if 4 + n as u64 * CONFIRM_ENTRY as u64 != b.len() as u64 {
         return Err(format!("CONFIRM claims {n} entries in a body of {} bytes", b.len()));
     }
     Ok((0..n).map(move |i| {
@@ -362,6 +369,24 @@ mod tests {
         assert!(decode_message_fixed(&b, 40).is_err());
         b[22] = MODE_ASYNC;
         assert!(decode_message_fixed(&b, 40).is_ok());
+    }
+
+    #[test]
+    fn message_fixed_refuses_a_body_shorter_than_its_fixed_part() {
+        // Found by the frame_decoder fuzz target: this indexed past the slice.
+        for len in [0, 1, 20, MESSAGE_FIXED - 1] {
+            let b = vec![0u8; len];
+            let e = decode_message_fixed(&b, 100).unwrap_err();
+            assert!(e.contains("shorter"), "{len} bytes: {e}");
+        }
+    }
+
+    #[test]
+    fn confirms_refuse_a_body_too_short_for_its_count() {
+        // Found by the confirm fuzz target: this indexed past the slice.
+        for b in [&[][..], &[1], &[1, 0, 0]] {
+            assert!(decode_confirms(b).is_err(), "{} bytes parsed", b.len());
+        }
     }
 
     #[test]

@@ -1,0 +1,5 @@
+//! Fuzz target `config`: the bytes go to `mps::fuzzing::config`, which drives the
+//! library's own code (docs/FUZZING.md).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mps::fuzzing::config(data));
