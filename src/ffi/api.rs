@@ -404,7 +404,13 @@ pub unsafe extern "C" fn MpsInitialize(ConfigPath: *const c_char) -> NTSTATUS {
             let path = std::path::Path::new(std::ffi::OsStr::from_bytes_compat(path.to_bytes()));
             Config::from_file(path)
         };
-        status_of(initialize(cfg))
+        let st = status_of(initialize(cfg));
+        if st != 0 {
+            // The reason reaches the client's log routine before it returns
+            // (bounded: the log's own thread, at most 500 ms).
+            crate::log::flush(Duration::from_millis(500));
+        }
+        st
     })
 }
 
