@@ -98,7 +98,9 @@ static void selective_waiter_matches_only_its_tag(void)
     pthread_t t;
     waiter.h = h_open(NULL, L"Mirror", NULL);
     CHECK(pthread_create(&t, NULL, wait_for_tag5, NULL) == 0);
-    /* Whether the waiter is already blocked or not, the outcome is the same. */
+    /* The waiter is blocked first, so tag 4 must pass it by (to the queue)
+     * and tag 5 must wake it: the matching of waiters, not of the queue. */
+    h_wait_receivers(waiter.h, 1);
     h_loopback_sync_send(waiter.h, 4, 14);
     h_loopback_sync_send(waiter.h, 5, 15);
     WAIT_UNTIL(waiter.done, H_WAIT_SECONDS);

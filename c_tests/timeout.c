@@ -69,8 +69,12 @@ static void woken_by_message(LONG timeout)
     rx.h = h_open(NULL, L"Mirror", NULL);
     rx.timeout = timeout;
     CHECK(pthread_create(&t, NULL, receiver, NULL) == 0);
-    /* No need to wait for the receiver to block: a message sent before it
-     * calls is returned at once, one sent after wakes it; same outcome. */
+    /* The receiver waits already: the message must wake it (one sent before
+     * it called would only be taken from the queue, which tests nothing of
+     * the wake-up). */
+    WAIT_UNTIL(rx.about_to_call, H_WAIT_SECONDS);
+    h_wait_receivers(rx.h, 1);
+    CHECK_EQ_U(0, rx.returned);
     h_loopback_sync_send(rx.h, 21, 100);
     WAIT_UNTIL(rx.returned, H_WAIT_SECONDS);
     CHECK(pthread_join(t, NULL) == 0);

@@ -94,11 +94,13 @@ fn a_timed_receive_times_out_after_its_seconds() {
 fn a_blocked_receive_is_woken_by_a_message_from_another_thread() {
     let m = solo();
     let s = m.open(None, 0, 0, "Wake", 0).unwrap();
-    let m2 = m.clone();
-    let sender = std::thread::spawn(move || m2.send_sync(s, ME, &MessageBuf::from_slice(b"x").unwrap(), 1, 5));
-    let r = m.receive(s, Timeout::Forever, 5).unwrap();
-    assert_eq!(r.data, b"x");
-    sender.join().unwrap().unwrap();
+    let receiver = receive_in_thread(&m, s);
+    // Waiting already (registered as a waiter) when the message is sent: the
+    // message goes to it, not to the queue.
+    wait_for_receivers(&m, s, 1);
+    m.send_sync(s, ME, &MessageBuf::from_slice(b"x").unwrap(), 1, 5).unwrap();
+    assert_eq!(receiver.join().unwrap().unwrap().data, b"x");
+    assert_eq!(m.session_info(s).unwrap().queued, 0);
 }
 
 #[test]
@@ -107,19 +109,17 @@ fn close_cancels_blocked_receivers_and_is_pending_until_they_leave() {
     let (cb, events) = channel_callback();
     let s = m.open(Some(cb), 0, 0, "Cancel", 0).unwrap();
     let receiver = receive_in_thread(&m, s);
-    // The receiver may not be blocked yet: close either finds it (pending) or not (closed).
-    let outcome = m.close(s).unwrap();
-    let r = receiver.join().unwrap();
-    match outcome {
-        CloseOutcome::Pending => {
-            assert_eq!(r.unwrap_err(), Status::STATUS_CANCELLED);
-            match next(&events) {
-                Event::CloseCompleted { session, status } => assert_eq!((session, status), (s, Status::STATUS_SUCCESS)),
-                e => panic!("unexpected {e:?}"),
-            }
-        }
-        CloseOutcome::Closed => assert!(matches!(r.unwrap_err(), Status::STATUS_INVALID_HANDLE | Status::STATUS_PIPE_CLOSING)),
+    // Registered as a waiter (under the session's lock, with the count that
+    // session_info reports): the close finds it, so it must be pending.
+    wait_for_receivers(&m, s, 1);
+    assert_eq!(m.close(s), Ok(CloseOutcome::Pending), "a receiver is inside receive");
+    assert_eq!(receiver.join().unwrap().unwrap_err(), Status::STATUS_CANCELLED);
+    // The close completes once the receiver has left, with one event.
+    match next(&events) {
+        Event::CloseCompleted { session, status } => assert_eq!((session, status), (s, Status::STATUS_SUCCESS)),
+        e => panic!("unexpected {e:?}"),
     }
+    assert_eq!(m.session_info(s).unwrap_err(), Status::STATUS_INVALID_HANDLE, "closed");
     assert!(events.try_recv().is_err(), "exactly one close event");
 }
 
@@ -150,24 +150,30 @@ fn asynchronous_sends_complete_once_each_in_order_and_arrive_in_order() {
     }
 }
 
+/// A session opened without a callback cannot send asynchronously (nothing
+/// could report the completion), but it does receive asynchronous messages:
+/// they are queued for `receive` (SPEC 4). The receiving session must be
+/// another than the sending one, so this test needs two SPs (a loopback send
+/// goes to the sender's own session): 0.A's "NoCb" has a callback and sends,
+/// 0.B's "NoCb" has none and receives.
 #[test]
 fn a_session_without_callback_cannot_send_async_but_receives_async_messages() {
-    let m = solo();
-    let s = m.open(None, 0, 0, "NoCb", 0).unwrap();
-    let (st, _buf) = m.send_async(s, ME, MessageBuf::new(1).unwrap(), 1, 0, 0).unwrap_err();
-    assert_eq!(st, Status::STATUS_INVALID_PARAMETER);
+    let (ma, mb) = inproc_pair("");
     let (cb, events) = channel_callback();
-    let t = m.open(Some(cb), 0, 0, "NoCb2", 0).unwrap();
-    m.send_async(t, ME, MessageBuf::from_slice(b"q").unwrap(), 1, 0, 0).unwrap();
-    // The async message for a callback session goes to the callback.
-    let mut got = false;
-    for _ in 0..2 {
-        if let Event::MessageReceived(r) = next(&events) {
-            assert_eq!(r.data, b"q");
-            got = true;
-        }
+    let sender = ma.open(Some(cb), 0, 0, "NoCb", 0).unwrap();
+    let receiver = mb.open(None, 0, 0, "NoCb", 5).unwrap();
+    let (st, buf) = mb.send_async(receiver, ma.local_sp(), MessageBuf::from_slice(b"r").unwrap(), 1, 0, 0).unwrap_err();
+    assert_eq!((st, buf.as_slice()), (Status::STATUS_INVALID_PARAMETER, &b"r"[..]), "refused, the buffer handed back");
+    ma.send_async(sender, mb.local_sp(), MessageBuf::from_slice(b"q").unwrap(), 1, 8, 0).unwrap();
+    match next(&events) {
+        Event::MessageSent { status, tag, .. } => assert_eq!((status, tag), (Status::STATUS_SUCCESS, 8)),
+        e => panic!("unexpected {e:?}"),
     }
-    assert!(got);
+    // Confirmed means accepted into the session: a test receive finds it.
+    let r = mb.receive(receiver, Timeout::Test, 0).expect("queued for receive");
+    assert_eq!((r.data.as_slice(), r.tag, r.sender, r.session, r.context), (&b"q"[..], 8, ma.local_sp(), receiver, 5));
+    assert_eq!(mb.session_info(receiver).unwrap().queued, 0);
+    assert!(events.try_recv().is_err(), "the sender's callback got its completion only");
 }
 
 #[test]
@@ -261,12 +267,9 @@ fn session_info_reports_queued_messages_receivers_and_closing() {
     m.send_sync(s, ME, &MessageBuf::new(1).unwrap(), 1, 0).unwrap();
     assert_eq!(m.session_info(s).unwrap().queued, 1);
     m.receive(s, Timeout::Test, 0).unwrap();
-    let m2 = m.clone();
-    let receiver = std::thread::spawn(move || m2.receive(s, Timeout::Forever, 0));
+    let receiver = receive_in_thread(&m, s);
     // The receiver registers before it blocks; the report says so exactly.
-    while m.session_info(s).unwrap().receivers == 0 {
-        std::thread::yield_now();
-    }
+    wait_for_receivers(&m, s, 1);
     assert_eq!(m.close(s), Ok(CloseOutcome::Pending));
     assert_eq!(receiver.join().unwrap().unwrap_err(), Status::STATUS_CANCELLED);
     assert_eq!(m.session_info(s).unwrap_err(), Status::STATUS_INVALID_HANDLE);

@@ -210,3 +210,79 @@ pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -
     });
     rx.recv_timeout(limit).unwrap_or_else(|_| panic!("{what}: still not done after {limit:?} (hung)"))
 }
+
+/// Waits until `cond()` holds, failing the test (naming `what`) after 30 s.
+pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{what}: not within 30 s");
+        std::thread::yield_now();
+    }
+}
+
+/// Waits until `n` threads are inside `receive` on session `s` (registered
+/// as waiters: a close from now on finds them).
+pub fn wait_for_receivers(m: &Mps, s: SessionId, n: usize) {
+    wait_until(&format!("{n} receiver(s) registered on the session"), || m.session_info(s).map(|i| i.receivers) == Ok(n));
+}
+
+/// The kernel's id of the calling thread (for `wait_until_polling`).
+pub fn current_tid() -> u32 {
+    // "/proc/thread-self" links to "<pid>/task/<tid>".
+    let p = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+    p.file_name().and_then(|f| f.to_str()).and_then(|f| f.parse().ok()).expect("a thread id")
+}
+
+/// The system call thread `tid` of this process is blocked in, with its
+/// first two arguments (`/proc/self/task/<tid>/syscall`); `None` while it runs.
+pub fn blocked_syscall(tid: u32) -> Option<(i64, u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
+    let mut f = s.split_whitespace();
+    let nr: i64 = f.next()?.parse().ok()?;
+    let arg = |a: Option<&str>| a.and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+    Some((nr, arg(f.next())?, arg(f.next())?))
+}
+
+fn is_poll(nr: i64) -> bool {
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    if nr == libc::SYS_poll {
+        return true;
+    }
+    nr == libc::SYS_ppoll
+}
+
+/// Waits until thread `tid` is blocked in `poll` on `nfds` descriptors:
+/// that is a link's reader waiting for the socket's next bytes (2: the
+/// socket and the interrupt, an interruptible reader such as a receive; 1:
+/// the socket alone, a synchronous send's read). A thread that waits for
+/// the read role, or for another reader to complete it, waits on a futex
+/// instead, so this proves the thread reads the link itself. Unix-domain
+/// and TCP links only (an in-process link's reader waits on a futex too).
+pub fn wait_until_polling(tid: u32, nfds: u64) {
+    wait_until(&format!("thread {tid} blocked reading a link (poll on {nfds} descriptor(s))"), || {
+        matches!(blocked_syscall(tid), Some((nr, _, n)) if is_poll(nr) && n == nfds)
+    });
+}
+
+/// Like `receive_in_thread`, and also returns the thread's kernel id.
+pub fn receive_in_thread_tid(m: &Mps, s: SessionId) -> (std::thread::JoinHandle<Result<ReceivedMessage, Status>>, u32) {
+    let (started_tx, started) = mpsc::channel();
+    let m = m.clone();
+    let t = std::thread::spawn(move || {
+        started_tx.send(current_tid()).unwrap();
+        m.receive(s, Timeout::Forever, 0)
+    });
+    let tid = started.recv().unwrap();
+    (t, tid)
+}
+
+/// Two SPs (0.A and 0.B) linked over Unix-domain sockets in `dir`, heartbeats
+/// every `hb_ms` (for tests that need a real socket under the link).
+pub fn unix_pair_hb(dir: &TempDir, hb_ms: u64) -> (Mps, Mps) {
+    let (ua, ub) = (format!("unix:{}", dir.0.join("a.sock").display()), format!("unix:{}", dir.0.join("b.sock").display()));
+    let mb = Mps::start(config_hb("0.B", &ub, "0.A", &ua, "", hb_ms)).unwrap();
+    let ma = Mps::start(config_hb("0.A", &ua, "0.B", &ub, "", hb_ms)).unwrap();
+    ma.wait_for_peer(SpId::b(0), Some(Duration::from_secs(30))).expect("link up");
+    mb.wait_for_peer(SpId::a(0), Some(Duration::from_secs(30))).expect("link up");
+    (ma, mb)
+}
