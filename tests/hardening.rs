@@ -225,6 +225,18 @@ fn a_confirmed_message_reaches_a_session_that_closes_and_reopens() {
     );
 }
 
+/// SP 0.A (which dials) linked to a 0.B the test plays over a raw Unix
+/// socket; `extra` is appended to 0.A's configuration.
+fn sp_a_with_raw_b(extra: &str) -> (TempDir, Mps, RawPeer) {
+    let dir = TempDir::new();
+    let pb = dir.0.join("b.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
+    let ma = sp_with_peer_at("0.A", None, "0.B", &pb, extra);
+    let fake = RawPeer::accept(&listener, B);
+    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+    (dir, ma, fake)
+}
+
 const HB: &str = "[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 400\n[reconnect]\ninitial_backoff_ms = 5\nmax_backoff_ms = 50\n";
 
 /// 8.10: a confirmation's status is checked against what the protocol
@@ -233,12 +245,7 @@ const HB: &str = "[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 400\n[re
 #[test]
 fn a_confirmation_with_a_status_outside_the_protocol_is_not_taken_as_final() {
     for bad in [Status::STATUS_PENDING, Status(0x1234_5678), Status::STATUS_TIMEOUT, Status::STATUS_INVALID_HANDLE] {
-        let dir = TempDir::new();
-        let pb = dir.0.join("b.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
-        let ma = sp_with_peer_at("0.A", None, "0.B", &pb, HB);
-        let mut fake = RawPeer::accept(&listener, B);
-        ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+        let (_dir, ma, mut fake) = sp_a_with_raw_b(HB);
         let s = ma.open(None, 0, 0, "Odd", 0).unwrap();
         let m2 = ma.clone();
         let sender = std::thread::spawn(move || m2.send_sync(s, B, &MessageBuf::new(1).unwrap(), 1, 0));
@@ -283,12 +290,7 @@ fn a_new_connection_cannot_confirm_a_message_sent_on_the_one_it_replaced() {
 /// ends the link, so the synchronous send returns instead of hanging.
 #[test]
 fn a_peer_that_heartbeats_but_never_confirms_cannot_hang_a_send() {
-    let dir = TempDir::new();
-    let pb = dir.0.join("b.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
-    let ma = sp_with_peer_at("0.A", None, "0.B", &pb, HB);
-    let mut fake = RawPeer::accept(&listener, B);
-    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+    let (_dir, ma, mut fake) = sp_a_with_raw_b(HB);
     // Heartbeats every 10 ms, for as long as the link lives.
     let mut beat = fake.s.try_clone().unwrap();
     let beater = std::thread::spawn(move || {
@@ -319,12 +321,7 @@ fn a_peer_that_heartbeats_but_never_confirms_cannot_hang_a_send() {
 /// dead-peer timeout.
 #[test]
 fn a_peer_that_never_reads_its_confirmations_is_throttled_then_dropped() {
-    let dir = TempDir::new();
-    let pb = dir.0.join("b.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
-    let ma = sp_with_peer_at("0.A", None, "0.B", &pb, "[heartbeat]\ninterval_ms = 50\ndead_peer_timeout_ms = 3000\n");
-    let mut fake = RawPeer::accept(&listener, B);
-    ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
+    let (_dir, ma, mut fake) = sp_a_with_raw_b("[heartbeat]\ninterval_ms = 50\ndead_peer_timeout_ms = 3000\n");
     // 50,000 frames per write; the SP answers each read with a CONFIRM that
     // the fake never reads.
     let mut batch = Vec::new();

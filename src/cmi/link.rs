@@ -332,6 +332,8 @@ impl Conn {
     /// 5): an entry that is not the oldest unconfirmed message (never sent
     /// here, already confirmed, sent on another connection) or whose status
     /// is not one the protocol allows is a broken peer, and ends the link.
+    /// What was coalesced behind the confirmed messages goes out now, under
+    /// the same lock.
     fn take_confirmations(&self, entries: impl Iterator<Item = (u64, Status)>) -> Result<(), String> {
         let mut q = self.out.lock();
         for (id, status) in entries {
@@ -352,15 +354,10 @@ impl Conn {
                 }
             }
         }
-        Ok(())
-    }
-
-    /// After confirmations: what was coalesced behind them goes out now.
-    fn flush_coalesced(&self) {
-        let mut q = self.out.lock();
         if !q.dead && !q.backlog && !q.frames.is_empty() {
             self.flush_or_hand_off(&mut q);
         }
+        Ok(())
     }
 
     fn send_confirms(&self, entries: &[(u64, Status)]) -> Result<(), LinkDown> {
@@ -368,16 +365,7 @@ impl Conn {
         for chunk in entries.chunks(frame::MAX_CONFIRMS_PER_FRAME) {
             frame::encode_confirms(&mut extra, chunk);
         }
-        let mut q = self.out.lock();
-        if q.dead {
-            return Err(LinkDown);
-        }
-        q.confirm_bytes += extra.len();
-        q.frames.push_back(OutFrame { head: [0u8; MAX_MESSAGE_HEAD], head_len: 0, payload: None, extra });
-        if !q.backlog {
-            self.flush_or_hand_off(&mut q);
-        }
-        Ok(())
+        self.enqueue(OutFrame { head: [0u8; MAX_MESSAGE_HEAD], head_len: 0, payload: None, extra })
     }
 
     /// Back-pressure: waits while the confirmations this link owes the peer
@@ -467,6 +455,8 @@ impl Conn {
         if q.dead {
             return Err(LinkDown);
         }
+        // Confirmations are what back-pressure bounds (`wait_for_room`).
+        q.confirm_bytes += f.extra.len();
         q.frames.push_back(f);
         if !q.backlog {
             self.flush_or_hand_off(&mut q);
@@ -972,7 +962,6 @@ fn read_one_frame<U: Upcall>(
                 up.confirmed(r.conn.peer, r.conn.epoch, &mut entries);
             }
             rb.consume(PREFIX_LEN + body_len);
-            r.conn.flush_coalesced();
         }
         Kind::Message => {
             r.fill(rb, PREFIX_LEN + frame::MESSAGE_FIXED)?;
