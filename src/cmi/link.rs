@@ -552,6 +552,13 @@ impl Conn {
     /// what the peer still sends is read and discarded until it closes too, so
     /// that closing never resets the connection under data the peer has not
     /// read yet.
+    ///
+    /// It reads only with the read role (the `rx` lock): an API thread that
+    /// is reading the link (a synchronous send waiting for its confirmation)
+    /// finishes its stint first, so no two threads ever read the socket and
+    /// a confirmation that arrives meanwhile reaches its sender. If the role
+    /// does not come free within `limit`, nothing is read here: the caller
+    /// kills the link, which ends that reader's wait too.
     pub(crate) fn close_gracefully(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         self.drain(deadline);
@@ -559,6 +566,9 @@ impl Conn {
             let mut q = self.out.lock();
             self.die_locked(&mut q, "closed in order".into());
         }
+        let Some(_role) = self.rx.try_lock_until(deadline) else {
+            return;
+        };
         let mut scratch = [0u8; 4096];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -754,14 +764,12 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// At a frame boundary with nothing buffered: reads at least one byte
-    /// into `rb`, or gives up the read role (`Ok(false)`) when `until()`
-    /// says so (checked whenever a wait ends without data).
+    /// At a frame boundary with nothing buffered (the caller has just asked
+    /// `until()`): reads at least one byte into `rb`, or gives up the read
+    /// role (`Ok(false)`) when `until()` says so after a wait that ended
+    /// without data (an interrupt, or `read_wait`).
     fn read_at_boundary(&mut self, rb: &mut ReadBuf, until: &dyn Fn() -> bool) -> Result<bool, EndReason> {
         loop {
-            if until() {
-                return Ok(false);
-            }
             self.tick()?;
             rb.make_room(PREFIX_LEN);
             let end = rb.end;
@@ -777,7 +785,11 @@ impl Reader<'_> {
                     rb.end += n;
                     return Ok(true);
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    if until() {
+                        return Ok(false);
+                    }
+                }
                 Err(e) => return Err(self.ended(format!("read failed: {e}"))),
             }
         }
@@ -850,6 +862,11 @@ pub(crate) struct RxCtx {
 }
 
 impl RxCtx {
+    /// True when bytes of the stream are buffered here, not yet parsed.
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.rb.available().is_empty()
+    }
+
     pub(crate) fn new(leftover: &[u8]) -> RxCtx {
         let mut rb = ReadBuf::new();
         rb.buf[..leftover.len()].copy_from_slice(leftover);
@@ -866,8 +883,8 @@ pub(crate) enum Stint {
     Ended(EndReason),
 }
 
-/// Reads frames until `until()` says stop (it is asked at frame boundaries,
-/// whenever a wait ends without data) or the link ends. Confirmations owed are
+/// Reads frames until `until()` says stop (it is asked at every frame
+/// boundary, and whenever a wait there ends without data) or the link ends. Confirmations owed are
 /// always sent before it returns. An `uninterruptible` reader (one whose wait
 /// only the link's own bytes can end: a synchronous send's confirmation)
 /// waits on the socket alone, not on the interrupt too; a kill (dead peer,
@@ -885,6 +902,14 @@ pub(crate) fn read_stint<U: Upcall>(
     let mut r = Reader { conn, params, stream: conn.stream.as_ref(), stop, uninterruptible };
     let mut owed = Owed { confirms: Vec::new(), accepted: Vec::new() };
     let end = loop {
+        // At every frame boundary, also with frames still buffered: a
+        // stream of small frames may never leave the buffer empty at one
+        // (issue 8.16(a)), and a thread waiting for the read role, or a
+        // reader whose wait is over, must not wait for that. What is
+        // buffered stays in `ctx` for the next holder of the role.
+        if until() {
+            break Stint::Yielded;
+        }
         if ctx.rb.available().is_empty() {
             match r.read_at_boundary(&mut ctx.rb, until) {
                 Ok(true) => {}

@@ -523,8 +523,15 @@ impl<U: Upcall> Shared<U> {
     /// API thread reads, it blocks in `block()` until that one completes it.
     fn wait_on_link(&self, conn: &Arc<Conn>, done: &dyn Fn() -> bool, block: &dyn Fn(), uninterruptible: bool) {
         let mut role = conn.role.lock();
+        let mut asked = false;
         loop {
             if done() {
+                if asked && role.holder == Holder::Nobody {
+                    // The link's thread yielded to us, and we no longer
+                    // need the role (it read what we waited for): it may
+                    // take it back at once, not after UNATTENDED.
+                    conn.role_cv.notify_all();
+                }
                 return;
             }
             match role.holder {
@@ -534,7 +541,11 @@ impl<U: Upcall> Shared<U> {
                 }
                 Holder::LinkThread => {
                     // Ask the link's thread to hand over; it does so at its
-                    // next frame boundary and signals role_cv.
+                    // next frame boundary (every one, buffered or not:
+                    // read_stint) and signals role_cv. Bounded by one
+                    // frame's reading: a frame's bytes arrive within the
+                    // dead-peer timeout or the link ends.
+                    asked = true;
                     role.wanting += 1;
                     conn.wanting.fetch_add(1, Ordering::AcqRel);
                     conn.interrupt();
@@ -556,9 +567,10 @@ impl<U: Upcall> Shared<U> {
             }
         }
         drop(role);
-        let stint = {
+        let (stint, buffered) = {
             let mut ctx = conn.rx.lock();
-            link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done, uninterruptible)
+            let stint = link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done, uninterruptible);
+            (stint, ctx.has_buffered())
         };
         let mut role = conn.role.lock();
         role.holder = Holder::Nobody;
@@ -567,8 +579,9 @@ impl<U: Upcall> Shared<U> {
             // flight, ours included).
             role.ended = Some(reason);
             conn.role_cv.notify_all();
-        } else if role.bystanders > 0 || role.wanting > 0 {
-            // Others wait for frames on this link: someone must read on.
+        } else if role.bystanders > 0 || role.wanting > 0 || buffered {
+            // Others wait for frames on this link, or frames that came in
+            // behind ours are already read: someone must read on now.
             conn.role_cv.notify_all();
         }
         drop(role);
