@@ -96,6 +96,36 @@ struct PeerEntry {
     dials: bool,
     conn: Mutex<Option<Arc<Conn>>>,
     changed: Condvar,
+    /// Who serves this peer's links, one at a time (see `Shared::serve`).
+    serving: Mutex<Serving>,
+    /// Signalled when a link's service has ended (`Serving::active` fell).
+    served: Condvar,
+}
+
+/// The links of one peer being served. A new connection is served only
+/// once the one it replaces is wholly done: its reader has dispatched
+/// what it confirmed and its in-flight sends have been failed (link_down).
+/// So per (session, peer) deliveries and completions keep their order
+/// across reconnections (issue 8, items 4 and 8).
+#[derive(Default)]
+struct Serving {
+    /// Links of this peer whose `serve` has not finished.
+    active: usize,
+    /// The arrival number (accept order) of the newest accepted
+    /// connection taken for service: an older one that finishes its
+    /// handshake later is refused, not allowed to replace a newer one.
+    newest: u64,
+}
+
+/// Ends one link's service on drop (also if its thread panics).
+struct ServeGuard<'a>(&'a PeerEntry);
+
+impl Drop for ServeGuard<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.serving.lock();
+        s.active -= 1;
+        self.0.served.notify_all();
+    }
 }
 
 struct Shared<U: Upcall> {
@@ -417,16 +447,72 @@ impl<U: Upcall> Shared<U> {
         !self.stopping()
     }
 
+    /// Takes a new connection of `entry`'s peer for service: ends the link
+    /// it replaces and waits until that link's service is wholly over
+    /// (bounded by the dead-peer timeout: killed, its reader and writer end
+    /// at once). `arrival` orders accepted connections (None: dialed, one
+    /// at a time). None when the connection must be refused (why is logged).
+    fn take_for_service<'a>(&self, entry: &'a PeerEntry, arrival: Option<u64>) -> Option<ServeGuard<'a>> {
+        let mut s = entry.serving.lock();
+        if let Some(n) = arrival {
+            if n < s.newest {
+                log!(Level::Info, "refused a connection from SP {}: a newer one from it is already served", entry.sp);
+                return None;
+            }
+            s.newest = n;
+        }
+        if let Some(old) = entry.conn.lock().as_ref() {
+            old.kill("replaced by a new connection from the peer");
+        }
+        let deadline = Instant::now() + self.params.dead_timeout;
+        loop {
+            // Asked after every wake-up, before `active`: several
+            // connections may wait here, and when the old link's service
+            // ends only the newest of them goes on.
+            if arrival.is_some_and(|n| n < s.newest) {
+                log!(Level::Info, "refused a connection from SP {}: a newer one from it arrived meanwhile", entry.sp);
+                return None;
+            }
+            if s.active == 0 {
+                break;
+            }
+            if self.stopping() {
+                return None;
+            }
+            if entry.served.wait_until(&mut s, deadline).timed_out() {
+                log!(
+                    Level::Warn,
+                    "refused a connection from SP {}: the link it replaces did not end within the dead-peer timeout",
+                    entry.sp
+                );
+                return None;
+            }
+        }
+        s.active += 1;
+        Some(ServeGuard(entry))
+    }
+
     /// Runs an established link until it ends.
-    fn serve(self: &Arc<Self>, entry: &PeerEntry, stream: Box<dyn Stream>, hello: frame::Hello, version: u16, leftover: Vec<u8>) {
+    fn serve(
+        self: &Arc<Self>,
+        entry: &PeerEntry,
+        stream: Box<dyn Stream>,
+        hello: frame::Hello,
+        version: u16,
+        leftover: Vec<u8>,
+        arrival: Option<u64>,
+    ) {
+        let Some(_service) = self.take_for_service(entry, arrival) else {
+            stream.shutdown();
+            return;
+        };
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
         let sndbuf = stream.send_buffer().map(|n| format!(", send buffer {n} bytes")).unwrap_or_default();
         let conn = Arc::new(Conn::new(entry.sp, epoch, &hello, version, stream, &leftover));
         {
             let mut cur = entry.conn.lock();
-            if let Some(old) = cur.replace(conn.clone()) {
-                old.kill("replaced by a new connection from the peer");
-            }
+            // What it replaces is over (take_for_service).
+            *cur = Some(conn.clone());
             if self.stopping() {
                 conn.kill("shutting down");
             }
@@ -609,7 +695,7 @@ impl<U: Upcall> Shared<U> {
                     }
                     failures = 0;
                     backoff = self.cfg.reconnect_initial_backoff;
-                    self.serve(entry, s, hello, version, leftover);
+                    self.serve(entry, s, hello, version, leftover, None);
                     continue;
                 }
                 Err(e) => {
@@ -631,7 +717,7 @@ impl<U: Upcall> Shared<U> {
         }
     }
 
-    fn accepted(self: &Arc<Self>, s: Box<dyn Stream>) {
+    fn accepted(self: &Arc<Self>, s: Box<dyn Stream>, arrival: u64) {
         let (hello, version, leftover) = match link::handshake(s.as_ref(), &self.params) {
             Ok(h) => h,
             Err(e) => {
@@ -650,7 +736,7 @@ impl<U: Upcall> Shared<U> {
             s.shutdown();
             return;
         }
-        self.serve(entry, s, hello, version, leftover);
+        self.serve(entry, s, hello, version, leftover, Some(arrival));
     }
 }
 
@@ -674,6 +760,8 @@ impl<U: Upcall> Cmi<U> {
                 dials: cfg.local < p.sp,
                 conn: Mutex::new(None),
                 changed: Condvar::new(),
+                serving: Mutex::new(Serving::default()),
+                served: Condvar::new(),
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -718,6 +806,8 @@ impl<U: Upcall> Cmi<U> {
             let poll_fd = listener.poll_fd().map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             let sh = shared.clone();
             shared.spawn(format!("mps-listen-{}", cfg.local), move || {
+                // Accept order, for Shared::take_for_service.
+                let mut arrivals: u64 = 0;
                 loop {
                     if let Some(fd) = poll_fd {
                         // Wait for a connection or the stop signal, whatever
@@ -744,7 +834,9 @@ impl<U: Upcall> Cmi<U> {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Ok(s) => {
                             let sh2 = sh.clone();
-                            if let Err(e) = sh.spawn("mps-link".into(), move || sh2.accepted(s)) {
+                            arrivals += 1;
+                            let n = arrivals;
+                            if let Err(e) = sh.spawn("mps-link".into(), move || sh2.accepted(s, n)) {
                                 log!(Level::Error, "cannot start a link thread: {e}");
                             }
                         }
@@ -839,6 +931,11 @@ impl<U: Upcall> Cmi<U> {
             wake();
         }
         for p in &self.shared.peers {
+            {
+                // A connection waiting for the one it replaces gives up.
+                let _s = p.serving.lock();
+                p.served.notify_all();
+            }
             let cur = p.conn.lock();
             if let Some(c) = cur.as_ref() {
                 // The reader notices the stop at once, sends what it must
