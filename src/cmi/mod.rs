@@ -7,6 +7,7 @@
 //! replaces the old one (the peer restarted), and the old link's in-flight
 //! messages fail.
 
+mod acceptor;
 pub mod frame;
 pub(crate) mod link;
 pub(crate) mod stream;
@@ -618,6 +619,9 @@ impl<U: Upcall> Shared<U> {
         }
     }
 
+    /// An in-process connection, on a thread of its own (only this
+    /// process's own SPs can reach an in-process endpoint; socket listeners
+    /// run their handshakes in one poll set instead: `acceptor`).
     fn accepted(self: &Arc<Self>, s: Box<dyn Stream>) {
         let (hello, version, leftover) = match link::handshake(s.as_ref(), &self.params) {
             Ok(h) => h,
@@ -627,17 +631,26 @@ impl<U: Upcall> Shared<U> {
                 return;
             }
         };
-        let Some(entry) = self.entry(hello.sp) else {
-            log!(Level::Warn, "refused a connection from SP {}: not a configured peer", hello.sp);
+        let Some(idx) = self.incoming_peer(&hello) else {
             s.shutdown();
             return;
         };
-        if entry.dials {
+        self.serve(&self.peers[idx], s, hello, version, leftover);
+    }
+
+    /// The configured peer (its index in `peers`) that an incoming
+    /// connection whose HELLO is `hello` links to; `None`, logged, when the
+    /// connection is to be refused.
+    fn incoming_peer(&self, hello: &frame::Hello) -> Option<usize> {
+        let Some(idx) = self.peers.iter().position(|p| p.sp == hello.sp) else {
+            log!(Level::Warn, "refused a connection from SP {}: not a configured peer", hello.sp);
+            return None;
+        };
+        if self.peers[idx].dials {
             log!(Level::Warn, "refused a connection from SP {}: this SP dials it (the lower id dials)", hello.sp);
-            s.shutdown();
-            return;
+            return None;
         }
-        self.serve(entry, s, hello, version, leftover);
+        Some(idx)
     }
 }
 
@@ -704,31 +717,15 @@ impl<U: Upcall> Cmi<U> {
             cmi.listener_addr = Some(actual);
             let poll_fd = listener.poll_fd().map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             let sh = shared.clone();
-            shared.spawn(format!("mps-listen-{}", cfg.local), move || {
-                loop {
-                    if let Some(fd) = poll_fd {
-                        // Wait for a connection or the stop signal, whatever
-                        // the state of the socket.
-                        let mut p = [sh.stop_signal.pollfd(), libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
-                        if let Err(e) = stream::poll(&mut p, None) {
-                            log!(Level::Error, "the listener's poll failed: {e}");
-                            if !sh.pause(Duration::from_millis(100)) {
-                                break;
-                            }
-                        }
-                        if p[0].revents != 0 {
-                            break;
-                        }
-                        if p[1].revents == 0 {
-                            continue;
-                        }
-                    }
+            shared.spawn(format!("mps-listen-{}", cfg.local), move || match poll_fd {
+                // Sockets: accepted, and their handshakes run, in one poll set.
+                Some(fd) => acceptor::run(&sh, &listener, fd),
+                None => loop {
                     let r = listener.accept(sh.cfg.socket_send_buffer);
                     if sh.stopping() {
                         break;
                     }
                     match r {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Ok(s) => {
                             let sh2 = sh.clone();
                             if let Err(e) = sh.spawn("mps-link".into(), move || sh2.accepted(s)) {
@@ -742,7 +739,7 @@ impl<U: Upcall> Cmi<U> {
                             }
                         }
                     }
-                }
+                },
             })?;
         }
         // The links' clocks (Conn::watch): heartbeats out when a link is idle,
