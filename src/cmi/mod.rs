@@ -187,12 +187,13 @@ impl Listener {
         }
     }
 
-    /// Accepts one connection; on a socket listener (non-blocking, see
-    /// `poll_fd`) `WouldBlock` when none is queued.
+    /// Accepts one connection as a link's stream; on a socket listener
+    /// (non-blocking, see `poll_fd`) `WouldBlock` when none is queued. The
+    /// listener's thread uses it for in-process endpoints only: sockets go
+    /// through `acceptor`, which has no stream made before the handshake.
     fn accept(&self, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
         match self {
-            Listener::Unix(l) => unix_link(l.accept()?.0, send_buffer),
-            Listener::Tcp(l) => tcp_link(l.accept()?.0, send_buffer),
+            Listener::Unix(_) | Listener::Tcp(_) => self.accept_socket()?.into_stream(send_buffer),
             Listener::Inproc(ep) => {
                 let mut p = ep.pending.lock();
                 loop {
