@@ -7,6 +7,7 @@
 //! replaces the old one (the peer restarted), and the old link's in-flight
 //! messages fail.
 
+mod acceptor;
 pub mod frame;
 pub(crate) mod link;
 pub(crate) mod stream;
@@ -137,6 +138,8 @@ struct Shared<U: Upcall> {
     stop_mx: Mutex<()>,
     stop_cv: Condvar,
     epoch: AtomicU64,
+    /// Accepted connections numbered as their handshakes complete.
+    arrivals: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Signalled once by `Cmi::shutdown`: the listener's poll and every
     /// connect in progress wait on it too, so they end at once whatever
@@ -216,12 +219,13 @@ impl Listener {
         }
     }
 
-    /// Accepts one connection; on a socket listener (non-blocking, see
-    /// `poll_fd`) `WouldBlock` when none is queued.
+    /// Accepts one connection as a link's stream; on a socket listener
+    /// (non-blocking, see `poll_fd`) `WouldBlock` when none is queued. The
+    /// listener's thread uses it for in-process endpoints only: sockets go
+    /// through `acceptor`, which has no stream made before the handshake.
     fn accept(&self, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
         match self {
-            Listener::Unix(l) => unix_link(l.accept()?.0, send_buffer),
-            Listener::Tcp(l) => tcp_link(l.accept()?.0, send_buffer),
+            Listener::Unix(_) | Listener::Tcp(_) => self.accept_socket()?.into_stream(send_buffer),
             Listener::Inproc(ep) => {
                 let mut p = ep.pending.lock();
                 loop {
@@ -717,7 +721,10 @@ impl<U: Upcall> Shared<U> {
         }
     }
 
-    fn accepted(self: &Arc<Self>, s: Box<dyn Stream>, arrival: u64) {
+    /// An in-process connection, on a thread of its own (only this
+    /// process's own SPs can reach an in-process endpoint; socket listeners
+    /// run their handshakes in one poll set instead: `acceptor`).
+    fn accepted(self: &Arc<Self>, s: Box<dyn Stream>) {
         let (hello, version, leftover) = match link::handshake(s.as_ref(), &self.params) {
             Ok(h) => h,
             Err(e) => {
@@ -726,17 +733,33 @@ impl<U: Upcall> Shared<U> {
                 return;
             }
         };
-        let Some(entry) = self.entry(hello.sp) else {
-            log!(Level::Warn, "refused a connection from SP {}: not a configured peer", hello.sp);
+        let Some(idx) = self.incoming_peer(&hello) else {
             s.shutdown();
             return;
         };
-        if entry.dials {
+        let arrival = self.next_arrival();
+        self.serve(&self.peers[idx], s, hello, version, leftover, Some(arrival));
+    }
+
+    /// Numbers an accepted connection whose handshake has completed, in the
+    /// order they complete (for `take_for_service`: the newest is served).
+    fn next_arrival(&self) -> u64 {
+        self.arrivals.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The configured peer (its index in `peers`) that an incoming
+    /// connection whose HELLO is `hello` links to; `None`, logged, when the
+    /// connection is to be refused.
+    fn incoming_peer(&self, hello: &frame::Hello) -> Option<usize> {
+        let Some(idx) = self.peers.iter().position(|p| p.sp == hello.sp) else {
+            log!(Level::Warn, "refused a connection from SP {}: not a configured peer", hello.sp);
+            return None;
+        };
+        if self.peers[idx].dials {
             log!(Level::Warn, "refused a connection from SP {}: this SP dials it (the lower id dials)", hello.sp);
-            s.shutdown();
-            return;
+            return None;
         }
-        self.serve(entry, s, hello, version, leftover, Some(arrival));
+        Some(idx)
     }
 }
 
@@ -773,6 +796,7 @@ impl<U: Upcall> Cmi<U> {
             stop_mx: Mutex::new(()),
             stop_cv: Condvar::new(),
             epoch: AtomicU64::new(0),
+            arrivals: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
             stop_signal: stream::Waker::new()?,
         });
@@ -805,38 +829,18 @@ impl<U: Upcall> Cmi<U> {
             cmi.listener_addr = Some(actual);
             let poll_fd = listener.poll_fd().map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             let sh = shared.clone();
-            shared.spawn(format!("mps-listen-{}", cfg.local), move || {
-                // Accept order, for Shared::take_for_service.
-                let mut arrivals: u64 = 0;
-                loop {
-                    if let Some(fd) = poll_fd {
-                        // Wait for a connection or the stop signal, whatever
-                        // the state of the socket.
-                        let mut p = [sh.stop_signal.pollfd(), libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
-                        if let Err(e) = stream::poll(&mut p, None) {
-                            log!(Level::Error, "the listener's poll failed: {e}");
-                            if !sh.pause(Duration::from_millis(100)) {
-                                break;
-                            }
-                        }
-                        if p[0].revents != 0 {
-                            break;
-                        }
-                        if p[1].revents == 0 {
-                            continue;
-                        }
-                    }
+            shared.spawn(format!("mps-listen-{}", cfg.local), move || match poll_fd {
+                // Sockets: accepted, and their handshakes run, in one poll set.
+                Some(fd) => acceptor::run(&sh, &listener, fd),
+                None => loop {
                     let r = listener.accept(sh.cfg.socket_send_buffer);
                     if sh.stopping() {
                         break;
                     }
                     match r {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Ok(s) => {
                             let sh2 = sh.clone();
-                            arrivals += 1;
-                            let n = arrivals;
-                            if let Err(e) = sh.spawn("mps-link".into(), move || sh2.accepted(s, n)) {
+                            if let Err(e) = sh.spawn("mps-link".into(), move || sh2.accepted(s)) {
                                 log!(Level::Error, "cannot start a link thread: {e}");
                             }
                         }
@@ -847,7 +851,7 @@ impl<U: Upcall> Cmi<U> {
                             }
                         }
                     }
-                }
+                },
             })?;
         }
         // The links' clocks (Conn::watch): heartbeats out when a link is idle,
