@@ -1,17 +1,21 @@
-//! One link to one peer SP: its outbound queue and the thread that reads it.
+//! One link to one peer SP: its outbound queue, its writer, and its reader.
 //!
 //! Writes: a sender appends its frame to the link's queue and, unless a
 //! backlog is already being drained, writes it at once with a non-blocking
 //! `sendmsg` (no thread hand-off on the common path). What does not fit is
-//! left for the link's writer thread, which waits for the socket to drain.
-//! Every write happens under the queue lock, so when the link dies and the
-//! queue is cleared, no payload is referenced any more.
+//! left for the link's writer thread (`Conn::writer_loop`), which waits for
+//! the socket to drain. A write from the queue happens under its lock, and
+//! the writer's own writes use shares of the payloads, so when the link dies
+//! and the queue is cleared, nothing is freed under a write.
 //!
-//! Reads: one thread per link reads frames, hands messages up (the MPS layer
-//! queues them and says what to confirm), and sends the confirmations of all
-//! the messages one read brought in as one `CONFIRM` frame. The same thread
-//! sends heartbeats when the link is idle and declares the peer dead when
-//! nothing has arrived for the dead-peer timeout.
+//! Reads: one thread at a time reads a link (`read_stint`): its own thread,
+//! or an API thread waiting on it (a synchronous send's confirmation, a
+//! receive), which takes the read role over (`Cmi::wait_on_link`). The reader
+//! hands messages up (the MPS layer queues them and says what to confirm),
+//! and sends the confirmations of all the messages one read brought in as one
+//! `CONFIRM` frame. Under `Cmi` readers keep no clocks: the SP's watch thread
+//! (`Conn::watch`) sends the heartbeats when the link is idle and ends a
+//! link whose peer is silent, makes no progress, or does not read.
 
 use super::frame::{self, Hello, Kind, MessageHead, MAX_MESSAGE_HEAD, PREFIX_LEN};
 use super::stream::{Stream, MAX_IOV};
@@ -182,8 +186,6 @@ pub struct Conn {
     pub(crate) epoch: u64,
     /// The largest message the peer accepts (from its HELLO).
     pub(crate) peer_max_message: u32,
-    #[allow(dead_code)]
-    pub(crate) version: u16,
     stream: Box<dyn Stream>,
     out: Mutex<OutQueue>,
     writer_wake: Condvar,
@@ -240,12 +242,11 @@ pub(crate) struct Role {
 }
 
 impl Conn {
-    pub(crate) fn new(peer: SpId, epoch: u64, hello: &Hello, version: u16, stream: Box<dyn Stream>, leftover: &[u8]) -> Conn {
+    pub(crate) fn new(peer: SpId, epoch: u64, hello: &Hello, stream: Box<dyn Stream>, leftover: &[u8]) -> Conn {
         Conn {
             peer,
             epoch,
             peer_max_message: hello.max_message,
-            version,
             stream,
             out: Mutex::new(OutQueue {
                 frames: VecDeque::new(),
@@ -373,7 +374,8 @@ impl Conn {
     /// `CONFIRM_BACKLOG_HIGH`, until they are down to `CONFIRM_BACKLOG_LOW`,
     /// the link dies, the reader is interrupted (`interrupt`: shutdown, or an
     /// API thread that wants the read role) or `until()` says stop. Reading no
-    /// more meanwhile is what bounds them. `Ok(true)`: read on.
+    /// more meanwhile is what bounds them. True: read on; false: the wait
+    /// ended for one of the other reasons.
     fn wait_for_room(&self, until: &dyn Fn() -> bool, stop: &AtomicBool) -> bool {
         let mut q = self.out.lock();
         if q.confirm_bytes < CONFIRM_BACKLOG_HIGH {
@@ -866,8 +868,12 @@ pub(crate) enum Stint {
     Ended(EndReason),
 }
 
-/// Reads frames until `until()` says stop (it is asked at frame boundaries,
-/// whenever a wait ends without data) or the link ends. Confirmations owed are
+/// Reads frames until `until()` says stop or the link ends. `until()` is
+/// asked only at a frame boundary with nothing left in the read buffer:
+/// before each wait for more bytes, again whenever such a wait ends without
+/// any (an interrupt, or `read_wait` passed), and while the reader is paused
+/// by back-pressure (`Conn::wait_for_room`); never inside a frame, nor
+/// between frames that one read brought in. Confirmations owed are
 /// always sent before it returns. An `uninterruptible` reader (one whose wait
 /// only the link's own bytes can end: a synchronous send's confirmation)
 /// waits on the socket alone, not on the interrupt too; a kill (dead peer,
@@ -1101,7 +1107,6 @@ mod tests {
                 let _ = self.confirmed.lock().send((id, st));
             }
         }
-        fn link_up(&self, _peer: SpId, _epoch: u64) {}
         fn link_down(&self, _peer: SpId, _epoch: u64) {}
     }
 
@@ -1115,8 +1120,8 @@ mod tests {
     fn a_message_is_delivered_whole_and_confirmed() {
         let (a, b) = InprocStream::pair();
         let hello = params().hello();
-        let sender = Arc::new(Conn::new(SpId::b(0), 1, &hello, 1, Box::new(a), &[]));
-        let receiver = Arc::new(Conn::new(SpId::a(0), 1, &hello, 1, Box::new(b), &[]));
+        let sender = Arc::new(Conn::new(SpId::b(0), 1, &hello, Box::new(a), &[]));
+        let receiver = Arc::new(Conn::new(SpId::a(0), 1, &hello, Box::new(b), &[]));
         let (rec, confirmations, deliveries) = recorder2();
         let up = Arc::new(rec);
         let (rcv, up2) = (receiver.clone(), up.clone());
@@ -1145,7 +1150,7 @@ mod tests {
     #[test]
     fn a_garbage_frame_ends_the_link_with_a_reason() {
         let (a, b) = InprocStream::pair();
-        let conn = Conn::new(SpId::a(0), 1, &params().hello(), 1, Box::new(b), &[]);
+        let conn = Conn::new(SpId::a(0), 1, &params().hello(), Box::new(b), &[]);
         a.write_nonblocking(&[IoSlice::new(&[0xff; 16])]).unwrap();
         let (up, _c) = recorder();
         let why = run_reader(&conn, params(), &up, vec![], &NO_STOP);
@@ -1155,7 +1160,7 @@ mod tests {
     #[test]
     fn a_silent_peer_is_declared_dead() {
         let (_a, b) = InprocStream::pair();
-        let conn = Conn::new(SpId::a(0), 1, &params().hello(), 1, Box::new(b), &[]);
+        let conn = Conn::new(SpId::a(0), 1, &params().hello(), Box::new(b), &[]);
         let (up, _c) = recorder();
         let p = LinkParams { dead_timeout: Duration::from_millis(200), ..params() };
         let t0 = Instant::now();

@@ -68,8 +68,6 @@ pub trait Upcall: Send + Sync + 'static {
     /// in one CONFIRM frame: the batch is handed over whole so that the
     /// completions it makes are delivered with one wake-up, not one each.
     fn confirmed(&self, from: SpId, epoch: u64, entries: &mut dyn Iterator<Item = (u64, Status)>);
-    /// A link to `peer` came up.
-    fn link_up(&self, peer: SpId, epoch: u64);
     /// The link `epoch` to `peer` is gone; its unconfirmed messages are lost.
     fn link_down(&self, peer: SpId, epoch: u64);
 }
@@ -421,7 +419,7 @@ impl<U: Upcall> Shared<U> {
     fn serve(self: &Arc<Self>, entry: &PeerEntry, stream: Box<dyn Stream>, hello: frame::Hello, version: u16, leftover: Vec<u8>) {
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
         let sndbuf = stream.send_buffer().map(|n| format!(", send buffer {n} bytes")).unwrap_or_default();
-        let conn = Arc::new(Conn::new(entry.sp, epoch, &hello, version, stream, &leftover));
+        let conn = Arc::new(Conn::new(entry.sp, epoch, &hello, stream, &leftover));
         {
             let mut cur = entry.conn.lock();
             if let Some(old) = cur.replace(conn.clone()) {
@@ -433,7 +431,6 @@ impl<U: Upcall> Shared<U> {
             entry.changed.notify_all();
         }
         log!(Level::Info, "link to SP {} up (protocol version {version}, epoch {epoch}{sndbuf})", entry.sp);
-        self.up.link_up(entry.sp, epoch);
         let w = conn.clone();
         let interval = self.params.heartbeat;
         let writer = std::thread::Builder::new()
