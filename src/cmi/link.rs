@@ -213,6 +213,10 @@ pub struct Conn {
     pub(crate) role_cv: Condvar,
     /// API threads trying to take the read role (the link's thread yields to them).
     pub(crate) wanting: std::sync::atomic::AtomicUsize,
+    /// Test hook: the next CONFIRM frame a library thread reads on this
+    /// link panics before it is handled (`read_one_frame`).
+    #[cfg(test)]
+    pub(crate) panic_at_next_confirm: AtomicBool,
 }
 
 /// Who holds a link's read role.
@@ -268,6 +272,8 @@ impl Conn {
             role: Mutex::new(Role::default()),
             role_cv: Condvar::new(),
             wanting: std::sync::atomic::AtomicUsize::new(0),
+            #[cfg(test)]
+            panic_at_next_confirm: AtomicBool::new(false),
         }
     }
 
@@ -587,7 +593,17 @@ impl Conn {
     /// per socket buffer's worth. What it writes from are copies of the small
     /// parts and shares of the payloads, so a link that dies meanwhile may
     /// drop its queue: nothing is freed under the write.
+    ///
+    /// A panic in it (a bug) ends the link, as a failed write does: the
+    /// reader then returns and the link's sends fail (crate::unwind).
     pub(crate) fn writer_loop(&self, poll_interval: Duration) {
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write_backlogs(poll_interval))) {
+            let reason = crate::unwind::report(&*p, &format!("the link to SP {} ends", self.peer));
+            self.kill(&reason);
+        }
+    }
+
+    fn write_backlogs(&self, poll_interval: Duration) {
         let mut snap = Snapshot::default();
         loop {
             {
@@ -858,6 +874,14 @@ impl RxCtx {
         rb.end = leftover.len();
         RxCtx { rb }
     }
+
+    /// Drops the bytes read and not yet handled: after a reader panicked
+    /// halfway through them, nobody may handle them again (the link is
+    /// killed; the next reader sees that at its first wait).
+    pub(crate) fn discard(&mut self) {
+        self.rb.start = 0;
+        self.rb.end = 0;
+    }
 }
 
 /// How a stint of reading ended.
@@ -959,6 +983,12 @@ fn read_one_frame<U: Upcall>(
         Kind::Heartbeat => rb.consume(PREFIX_LEN),
         Kind::Hello => return Err("malformed frame: a second HELLO".into()),
         Kind::Confirm => {
+            // The test hook fires on the library's own threads ("mps-..."),
+            // not on an API thread that happens to hold the read role.
+            #[cfg(test)]
+            if std::thread::current().name().is_some_and(|n| n.starts_with("mps-")) && r.conn.panic_at_next_confirm.swap(false, Ordering::AcqRel) {
+                panic!("injected fault: a panic while handling a CONFIRM from SP {}", r.conn.peer);
+            }
             r.fill(rb, PREFIX_LEN + body_len)?;
             let body = &rb.available()[PREFIX_LEN..PREFIX_LEN + body_len];
             {
@@ -1155,6 +1185,50 @@ mod tests {
         let (up, _c) = recorder();
         let why = run_reader(&conn, params(), &up, vec![], &NO_STOP);
         assert!(why.contains("malformed"), "{why}");
+    }
+
+    /// A stream whose socket never has room, and whose blocking write panics
+    /// (a bug in the writer's path).
+    struct PanickyWriter;
+    impl Stream for PanickyWriter {
+        fn read_timeout(&self, _buf: &mut [u8], _timeout: Duration) -> io::Result<Option<usize>> {
+            Ok(None)
+        }
+        fn write_nonblocking(&self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        fn write_blocking(&self, _bufs: &[IoSlice<'_>], _timeout: Duration) -> io::Result<usize> {
+            panic!("injected fault: a panic in the writer's write");
+        }
+        fn wait_writable(&self, _timeout: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn shutdown(&self) {}
+        fn shutdown_write(&self) {}
+        fn interrupt(&self) {}
+    }
+
+    /// 8.15: a panic on a link's writer thread ends the link at once (its
+    /// reader returns, its sends fail through link_down), instead of leaving
+    /// a link that looks up with a backlog nobody writes.
+    #[test]
+    fn a_panic_on_the_writer_thread_ends_the_link() {
+        let conn = Arc::new(Conn::new(SpId::a(0), 1, &params().hello(), Box::new(PanickyWriter), &[]));
+        let w = conn.clone();
+        let writer = std::thread::Builder::new().name("mps-write-test".into()).spawn(move || w.writer_loop(Duration::from_millis(10))).unwrap();
+        let h = MessageHead { id: 1, conduit: 0, domain: 0, tag: 0, mode: frame::MODE_SYNC };
+        conn.send_message(&h, b"m", Arc::new(vec![0u8; 8]), 8, false).unwrap();
+        let t0 = Instant::now();
+        while !writer.is_finished() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the writer thread neither wrote nor returned");
+            std::thread::yield_now();
+        }
+        assert!(writer.join().is_ok(), "the writer's panic was not caught");
+        assert!(!conn.is_up(), "the link still looks up after its writer panicked");
+        assert!(conn.send_message(&h, b"m", Arc::new(vec![]), 0, false).is_err(), "a send was queued on a link nobody writes");
+        let (up, _c) = recorder();
+        let why = run_reader(&conn, params(), &up, vec![], &NO_STOP);
+        assert!(why.contains("panicked") && why.contains("mps-write-test"), "{why}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 mod buffer;
 mod dispatch;
 mod session;
+#[cfg(test)]
+mod panic_tests;
 
 pub use buffer::MessageBuf;
 pub use session::MAX_SESSIONS;
