@@ -658,6 +658,13 @@ impl Rig {
         self.hostile_with(&[])
     }
 
+    /// `hostile()`, sending heartbeats from now on (`keep_alive`).
+    fn live_hostile(&self) -> Hostile {
+        let mut h = self.hostile();
+        h.keep_alive();
+        h
+    }
+
     /// H, whose first bytes after its HELLO (in the same write) are `then`.
     fn hostile_with(&self, then: &[u8]) -> Hostile {
         let mut first = hello_frame(self.h_id).to_vec();
@@ -1080,8 +1087,7 @@ fn confirms_for_ids_never_sent(t: Transport) {
     let full: Vec<(u64, Status)> = (1_000_000..1_004_096).map(|id| (id, Status::STATUS_OBJECT_NAME_NOT_FOUND)).collect();
     nothing_sent.push(("a full frame of 4096 ids, nothing in flight".into(), confirm_frame(&full)));
     for (what, bytes) in &nothing_sent {
-        let mut h = rig.hostile();
-        h.keep_alive();
+        let mut h = rig.live_hostile();
         confirm_ends_link(&rig, &mut h, bytes, what, NOTHING_AWAITS);
         rig.flow(2);
     }
@@ -1096,8 +1102,7 @@ fn confirms_for_ids_never_sent(t: Transport) {
         ("the right id behind a wrong one", |id| vec![(id + 7, Status::STATUS_SUCCESS), (id, Status::STATUS_SUCCESS)]),
     ];
     for (what, entries) in wrong {
-        let mut h = rig.hostile();
-        h.keep_alive();
+        let mut h = rig.live_hostile();
         let (sender, m) = rig.probe_in_flight(&mut h);
         confirm_ends_link(&rig, &mut h, &confirm_frame(&entries(m.id)), what, NOT_THE_OLDEST);
         assert_eq!(sender.join().unwrap(), Err(Status::STATUS_CONNECTION_DISCONNECTED), "X's send to H when H confirmed {what}");
@@ -1107,8 +1112,7 @@ fn confirms_for_ids_never_sent(t: Transport) {
 
     // The right id, with a status the protocol does not allow.
     for bad in [Status::STATUS_PENDING, Status(0x1234_5678), Status::STATUS_CONNECTION_DISCONNECTED, Status::STATUS_TIMEOUT] {
-        let mut h = rig.hostile();
-        h.keep_alive();
+        let mut h = rig.live_hostile();
         let (sender, m) = rig.probe_in_flight(&mut h);
         confirm_ends_link(&rig, &mut h, &confirm_frame(&[(m.id, bad)]), &format!("a CONFIRM with {bad:?}"), BAD_STATUS);
         assert_eq!(sender.join().unwrap(), Err(Status::STATUS_CONNECTION_DISCONNECTED), "X's send to H, confirmed with {bad:?}");
@@ -1139,6 +1143,14 @@ fn confirms_repeated(t: Transport) {
         Event::MessageSent { status: got, tag: t, .. } => assert_eq!((t, got), (tag, status), "the completion of send {tag}"),
         e => panic!("unexpected {e:?}"),
     };
+    // A fresh H, and one send confirmed on it.
+    let confirmed_once = |tag: u32| -> (Hostile, Sent) {
+        let mut h = rig.live_hostile();
+        let m = sent(&mut h, tag);
+        h.send(&confirm_frame(&[(m.id, Status::STATUS_SUCCESS)]));
+        completed(tag, Status::STATUS_SUCCESS);
+        (h, m)
+    };
     const N: u32 = 10;
 
     // Confirmed, then confirmed again in a later frame: with another status,
@@ -1149,8 +1161,7 @@ fn confirms_repeated(t: Transport) {
         ("all of them again", |ids| ids.iter().map(|&id| (id, Status::STATUS_INSUFFICIENT_RESOURCES)).collect()),
     ];
     for (what, repeat) in again {
-        let mut h = rig.hostile();
-        h.keep_alive();
+        let mut h = rig.live_hostile();
         let mut ids = Vec::new();
         for tag in 0..N {
             let m = sent(&mut h, tag);
@@ -1166,14 +1177,12 @@ fn confirms_repeated(t: Transport) {
 
     // Confirmed twice within one frame, success first: the frame is refused
     // whole; the send fails, once. Asynchronous, then synchronous.
-    let mut h = rig.hostile();
-    h.keep_alive();
+    let mut h = rig.live_hostile();
     let m = sent(&mut h, 50);
     let twice = confirm_frame(&[(m.id, Status::STATUS_SUCCESS), (m.id, Status::STATUS_OBJECT_NAME_NOT_FOUND)]);
     confirm_ends_link(&rig, &mut h, &twice, "an asynchronous send confirmed twice in one frame", NOTHING_AWAITS);
     completed(50, Status::STATUS_CONNECTION_DISCONNECTED);
-    let mut h = rig.hostile();
-    h.keep_alive();
+    let mut h = rig.live_hostile();
     let (sender, m) = rig.probe_in_flight(&mut h);
     let thrice = confirm_frame(&[(m.id, Status::STATUS_SUCCESS), (m.id, Status::STATUS_PIPE_CLOSING), (m.id, Status::STATUS_SUCCESS)]);
     confirm_ends_link(&rig, &mut h, &thrice, "a synchronous send confirmed three times in one frame", NOTHING_AWAITS);
@@ -1181,26 +1190,16 @@ fn confirms_repeated(t: Transport) {
     rig.flow(2);
 
     // Confirmed on one connection, then again on the one that replaced it.
-    let mut old = rig.hostile();
-    old.keep_alive();
-    let m = sent(&mut old, 60);
-    old.send(&confirm_frame(&[(m.id, Status::STATUS_SUCCESS)]));
-    completed(60, Status::STATUS_SUCCESS);
+    let (old, m) = confirmed_once(60);
     drop(old);
-    let mut new = rig.hostile();
-    new.keep_alive();
+    let mut new = rig.live_hostile();
     confirm_ends_link(&rig, &mut new, &confirm_frame(&[(m.id, Status::STATUS_SUCCESS)]), "a CONFIRM of what the replaced connection carried", NOTHING_AWAITS);
     drop(new);
     rig.flow(2);
 
     // Every send completed exactly once: a marker on a well-behaved
     // connection is the next (and last) completion.
-    let mut h = rig.hostile();
-    h.keep_alive();
-    let m = sent(&mut h, 99);
-    h.send(&confirm_frame(&[(m.id, Status::STATUS_SUCCESS)]));
-    completed(99, Status::STATUS_SUCCESS);
-    drop(h);
+    drop(confirmed_once(99));
     assert!(events.try_recv().is_err(), "a send completed twice");
     assert_eq!(rig.x.session_info(s).unwrap().sends, 0);
     rig.finish();

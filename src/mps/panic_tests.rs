@@ -32,9 +32,11 @@ impl Drop for Dir {
     }
 }
 
-/// SPs 0.A and 0.B over Unix-domain sockets in `dir` (0.A dials), `extra`
-/// appended to 0.A's configuration; both links up.
-fn unix_pair(dir: &Dir, extra_a: &str) -> (Mps, Mps) {
+/// SPs 0.A and 0.B over Unix-domain sockets in a new directory (0.A dials),
+/// `extra_a` appended to 0.A's configuration; both links up, the log recorded.
+fn unix_pair(what: &str, extra_a: &str) -> (Dir, Mps, Mps) {
+    record_log();
+    let dir = Dir::new(what);
     let addr = |n: &str| format!("unix:{}", dir.0.join(n).display());
     let text = |me: &str, mine: &str, peer: &str, theirs: &str, extra: &str| {
         format!(
@@ -48,7 +50,7 @@ fn unix_pair(dir: &Dir, extra_a: &str) -> (Mps, Mps) {
     let ma = Mps::start(Config::from_toml(&text("0.A", "a.sock", "0.B", "b.sock", extra_a), "A").unwrap()).unwrap();
     ma.wait_for_peer(B, Some(WAIT)).expect("A's link to B");
     mb.wait_for_peer(A, Some(WAIT)).expect("B's link to A");
-    (ma, mb)
+    (dir, ma, mb)
 }
 
 fn channel_callback() -> (Callback, mpsc::Receiver<Event>) {
@@ -110,9 +112,7 @@ fn expect_log(needles: &[&str]) -> String {
 /// that messages flow again.
 #[test]
 fn a_panic_on_a_link_thread_ends_the_link_and_strands_no_send() {
-    record_log();
-    let dir = Dir::new("panic-link");
-    let (ma, mb) = unix_pair(&dir, "");
+    let (_dir, ma, mb) = unix_pair("panic-link", "");
     let (cb, events) = channel_callback();
     let sa = ma.open(Some(cb), 0, 0, "PanicLink", 0).unwrap();
     let sb = mb.open(None, 0, 0, "PanicLink", 0).unwrap();
@@ -157,9 +157,7 @@ fn a_panic_on_a_link_thread_ends_the_link_and_strands_no_send() {
 /// in order, and the panic logged with the thread's name and message.
 #[test]
 fn a_panic_on_a_callback_thread_strands_no_session() {
-    record_log();
-    let dir = Dir::new("panic-worker");
-    let (ma, mb) = unix_pair(&dir, "[callbacks]\nthreads = 1\n");
+    let (_dir, ma, mb) = unix_pair("panic-worker", "[callbacks]\nthreads = 1\n");
     let (cb, events) = channel_callback();
     let sa = ma.open(Some(cb), 0, 0, "PanicWorker", 0).unwrap();
     // Asynchronous messages: those go to the callback (synchronous ones to receive).
