@@ -16,6 +16,7 @@ pub mod log;
 pub mod mps;
 pub mod sp_id;
 pub mod status;
+mod unwind;
 
 pub use config::{Address, Config, ConfigError};
 pub use mps::{Callback, CloseOutcome, Event, MessageBuf, Mps, ReceivedMessage, SessionId, SessionInfo, Timeout};

@@ -5,6 +5,8 @@
 mod buffer;
 mod dispatch;
 mod session;
+#[cfg(test)]
+mod panic_tests;
 
 pub use buffer::MessageBuf;
 pub use session::MAX_SESSIONS;
@@ -253,7 +255,6 @@ impl Upcall for Up {
             c.confirmed(from, epoch, entries)
         }
     }
-    fn link_up(&self, _peer: SpId, _epoch: u64) {}
     fn link_down(&self, peer: SpId, epoch: u64) {
         if let Some(c) = self.0.upgrade() {
             c.link_down(peer, epoch)
