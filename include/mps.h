@@ -470,8 +470,13 @@ NTSTATUS MpsClose(MPS_HANDLE FilamentHandle);
 /**
  * Allocates a message buffer of `Size` bytes (zero allowed: the pointer is
  * still unique and non-NULL) and writes its address to `*Ptr`. The buffer is
- * the client's until `MpsFreeMessage`, except while lent to an asynchronous
- * send. `STATUS_INSUFFICIENT_RESOURCES` when memory is short or `Size` is over
+ * zero-filled and aligned to 16 bytes, like `malloc`'s. It is the client's,
+ * to read and write through `*Ptr`, until `MpsFreeMessage`, except while lent
+ * to a send: from the send call until `MpsSynchronousSend` returns or the
+ * asynchronous send's `MpsEventMessageSent` callback, the client must not
+ * write it (the library reads it in place, never copying it; it hands it
+ * back only once no link is writing it any more).
+ * `STATUS_INSUFFICIENT_RESOURCES` when memory is short or `Size` is over
  * the 256 MiB ceiling.
  *
  * # Safety

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A payload lent to the link until its frame is written or dropped.
-pub type Payload = Arc<Vec<u8>>;
+pub type Payload = Arc<crate::mps::MessageBytes>;
 
 /// One frame waiting in the outbound queue.
 pub(crate) struct OutFrame {

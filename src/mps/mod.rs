@@ -6,7 +6,8 @@ mod buffer;
 mod dispatch;
 mod session;
 
-pub use buffer::MessageBuf;
+pub use buffer::{MessageBuf, MessageBytes, Payload};
+pub(crate) use buffer::LentBytes;
 pub use session::MAX_SESSIONS;
 
 use crate::cmi::{frame, Cmi, Conn, InboundMessage, LinkDown, NotConfigured, Upcall};
