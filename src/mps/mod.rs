@@ -5,6 +5,8 @@
 mod buffer;
 mod dispatch;
 mod session;
+#[cfg(test)]
+mod tests;
 
 pub use buffer::{MessageBuf, MessageBytes, Payload};
 pub(crate) use buffer::LentBytes;
@@ -214,6 +216,8 @@ pub(crate) struct Accepted {
     msg: Option<ReceivedMessage>,
     /// For synchronous receive (FIG. 8B), not the callback (FIG. 8C).
     to_queue: bool,
+    /// Its place among the session's reservations for the queue (`to_queue`).
+    ticket: u64,
 }
 
 impl Drop for Accepted {
@@ -222,13 +226,16 @@ impl Drop for Accepted {
         // reservation ends here and the message is discarded.
         if let Some(m) = &self.msg {
             let mut st = self.session.st.lock();
-            st.unreserve(self.to_queue);
+            st.unreserve(self.to_queue, self.ticket);
             st.held_bytes -= m.data.len() as u64;
             if let Some(core) = self.core.upgrade() {
                 core.maybe_finish_close(&self.session, &mut st);
             }
+            let testers = st.testers > 0;
             drop(st);
-            self.session.settled.notify_all();
+            if testers {
+                self.session.settled.notify_all();
+            }
         }
     }
 }
@@ -456,6 +463,9 @@ impl Core {
         st.closing = true;
         for w in st.waiters.drain(..) {
             w.complete(Err(Status::STATUS_CANCELLED));
+        }
+        if st.testers > 0 {
+            s.settled.notify_all();
         }
         if st.idle() {
             self.finish_close(&s, &mut st, false);
@@ -709,19 +719,26 @@ impl Core {
         if st.closing {
             return Err(Status::STATUS_PIPE_CLOSING);
         }
+        let horizon = st.next_queue_ticket();
         loop {
             if let Some(pos) = st.queue.iter().position(|m| transaction == 0 || m.tag == transaction) {
                 let m = st.queue.remove(pos).expect("position is in range");
                 st.held_bytes -= m.data.len() as u64;
                 return Ok(m);
             }
-            // A message already confirmed to its sender is about to be
+            // A message already confirmed to its sender may be about to be
             // queued (confirm, then dispatch: FIG. 8A); a test must not miss
-            // it. The wait is the link thread's next few instructions.
-            if timeout != Timeout::Test || st.reserved_for_queue == 0 || st.closing {
+            // it. So a test waits for the messages accepted before it began
+            // (the link threads' next few instructions: at most the dispatch
+            // of one read's messages), and looks again at each one settled;
+            // never for those accepted since, or two busy links could keep it
+            // waiting for as long as they stream (issue 8, item 16(b)).
+            if timeout != Timeout::Test || st.closing || !st.unsettled_before(horizon) {
                 break;
             }
+            st.testers += 1;
             s.settled.wait(&mut st);
+            st.testers -= 1;
         }
         let deadline = match timeout {
             Timeout::Test => return Err(Status::STATUS_TIMEOUT),
@@ -774,7 +791,7 @@ impl Core {
             return Err(Status::STATUS_OBJECT_NAME_NOT_FOUND);
         };
         let to_queue = m.sync || s.callback.is_none();
-        {
+        let ticket = {
             let mut st = s.st.lock();
             if st.closed {
                 return Err(Status::STATUS_OBJECT_NAME_NOT_FOUND);
@@ -798,13 +815,10 @@ impl Core {
                 return Err(Status::STATUS_INSUFFICIENT_RESOURCES);
             }
             st.held_bytes += bytes;
-            st.reserved += 1;
-            if to_queue {
-                st.reserved_for_queue += 1;
-            }
-        }
+            st.reserve(to_queue)
+        };
         let msg = ReceivedMessage { data: m.payload, sender: from, tag: m.tag, session: s.id, context: s.context };
-        Ok(Accepted { core: Weak::new(), session: s, msg: Some(msg), to_queue })
+        Ok(Accepted { core: Weak::new(), session: s, msg: Some(msg), to_queue, ticket })
     }
 
     /// Delivers an accepted message whose confirmation has left: to a blocked
@@ -813,8 +827,8 @@ impl Core {
         let Some(msg) = a.msg.take() else { return };
         let s = &a.session;
         let mut st = s.st.lock();
-        st.unreserve(a.to_queue);
-        if st.reserved_for_queue == 0 {
+        st.unreserve(a.to_queue, a.ticket);
+        if a.to_queue && st.testers > 0 {
             s.settled.notify_all();
         }
         if st.closed {
@@ -932,6 +946,9 @@ impl Core {
             st.closing = true;
             for w in st.waiters.drain(..) {
                 w.complete(Err(Status::STATUS_CANCELLED));
+            }
+            if st.testers > 0 {
+                s.settled.notify_all();
             }
         }
         // Delivers what is queued (failed sends' callbacks above all), then joins.
