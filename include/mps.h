@@ -598,8 +598,12 @@ NTSTATUS MpsInitialize(const char *ConfigPath);
  * Extension. Tears this process's SP down: every link closes (unconfirmed
  * sends fail with `STATUS_CONNECTION_DISCONNECTED`, through their callbacks),
  * blocked receives return `STATUS_CANCELLED`, every handle becomes invalid,
- * every library thread is joined. Buffers and received messages the client
- * holds stay valid. Afterwards only `MpsInitialize` starts an SP again: the
+ * every library thread is joined. Every asynchronous send accepted
+ * (`STATUS_PENDING`) before or while it runs has had its one
+ * `MpsEventMessageSent` when it returns, so every buffer lent is the
+ * client's again; a send it overtakes is refused (`STATUS_PIPE_CLOSING`)
+ * and gets no callback. Buffers and received messages the client holds stay
+ * valid. Afterwards only `MpsInitialize` starts an SP again: the
  * routines that need one return `STATUS_DEVICE_NOT_READY` (`MpsOpen`,
  * `MpsGetSpId`, `MpsWaitForPeer`, `MpsQuerySession`) or
  * `STATUS_INVALID_HANDLE` (those that take a handle); buffer and release

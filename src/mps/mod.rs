@@ -182,6 +182,13 @@ pub(crate) struct Core {
     outstanding: HashMap<SpId, Mutex<FxHashMap<u64, Outstanding>>>,
     next_message_id: AtomicU64,
     stopped: AtomicBool,
+    /// Held (shared) by a send from its checks until its completion is in the
+    /// hands of whoever will report it (the outstanding table, or the
+    /// session's events); `shutdown` takes it exclusively once, after setting
+    /// `stopped`: every send either started before and has its completion
+    /// queued before the callback threads stop, or sees `stopped` and is
+    /// refused (issue 8, item 16(c)).
+    send_gate: parking_lot::RwLock<()>,
 }
 
 /// A running SP: the safe Rust API. [`Mps::start`] brings it up; dropping the
@@ -282,6 +289,7 @@ impl Mps {
             outstanding,
             next_message_id: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
+            send_gate: parking_lot::RwLock::new(()),
         });
         let fail = |reason: String| ConfigError { origin: format!("SP {}", cfg.local), line: None, reason };
         core.dispatcher.start(&core, cfg.callback_threads).map_err(|e| fail(format!("cannot start callback threads: {e}")))?;
@@ -636,6 +644,8 @@ impl Core {
     fn send_sync(&self, id: SessionId, dest: SpId, buffer: &MessageBuf, size: usize, tag: u32) -> Result<(), Status> {
         let s = self.table.get(id)?;
         self.check_size(buffer, size)?;
+        let gate = self.send_gate.read();
+        self.refuse_if_stopped()?;
         {
             let mut st = s.st.lock();
             if st.closing {
@@ -644,7 +654,10 @@ impl Core {
             st.sends += 1;
         }
         let slot = SyncSlot::new();
-        let r = match self.transmit(&s, dest, buffer, size, tag, true, Pending::Sync(slot.clone())) {
+        let sent = self.transmit(&s, dest, buffer, size, tag, true, Pending::Sync(slot.clone()));
+        // Not held while waiting: the shutdown ends the wait (the link closes).
+        drop(gate);
+        let r = match sent {
             Ok(Some(conn)) => {
                 // Read the confirmation ourselves if no one else is reading.
                 let cmi = self.cmi.get().expect("a remote send had a link");
@@ -691,6 +704,11 @@ impl Core {
         if let Err(e) = self.check_size(&buffer, size) {
             return Err((e, buffer));
         }
+        // Until the completion is queued or in the outstanding table.
+        let _gate = self.send_gate.read();
+        if let Err(e) = self.refuse_if_stopped() {
+            return Err((e, buffer));
+        }
         {
             let mut st = s.st.lock();
             if st.closing {
@@ -711,6 +729,15 @@ impl Core {
                 Err((status, buffer))
             }
         }
+    }
+
+    /// `STATUS_PIPE_CLOSING` once `shutdown` has begun (called under `send_gate`).
+    fn refuse_if_stopped(&self) -> Result<(), Status> {
+        if self.stopped.load(Ordering::Acquire) {
+            log!(Level::Warn, "send refused: SP {} is shutting down", self.cfg.local);
+            return Err(Status::STATUS_PIPE_CLOSING);
+        }
+        Ok(())
     }
 
     fn receive(&self, id: SessionId, timeout: Timeout, transaction: u32) -> Result<ReceivedMessage, Status> {
@@ -937,6 +964,10 @@ impl Core {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Sends in progress finish queueing their completions (they never
+        // block while they hold the gate); later ones see `stopped`. So no
+        // completion is queued after the callback threads stop below.
+        drop(self.send_gate.write());
         log!(Level::Info, "SP {} shutting down", self.cfg.local);
         if let Some(cmi) = self.cmi.get() {
             cmi.shutdown();
@@ -953,13 +984,20 @@ impl Core {
         }
         // Delivers what is queued (failed sends' callbacks above all), then joins.
         self.dispatcher.stop();
+        let mut undelivered = 0;
         for s in self.table.all() {
             let mut st = s.st.lock();
             st.closed = true;
             st.queue.clear();
+            undelivered += st.events.len();
             self.dispatcher.discount_events(st.events.len());
             st.events.clear();
             self.table.remove(&s);
+        }
+        if undelivered > 0 {
+            // Not expected: every source of events has stopped before the
+            // callback threads did. Said out loud rather than lost silently.
+            log!(Level::Error, "SP {} shut down with {undelivered} callback(s) queued too late to be delivered", self.cfg.local);
         }
         // The teardown's own lines reach stderr or the client's routine
         // before the process (often) exits; bounded, and never from the log's
