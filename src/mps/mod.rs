@@ -17,7 +17,7 @@ use crate::config::{Address, Config, ConfigError};
 use crate::log::{log, Level};
 use crate::sp_id::SpId;
 use crate::status::Status;
-use dispatch::Dispatcher;
+use dispatch::{Delivery, Dispatcher, Queued};
 use parking_lot::Mutex;
 use session::{Key, Session, SyncSlot, Table, Waiter};
 use rustc_hash::FxHashMap;
@@ -114,10 +114,18 @@ pub struct SessionInfo {
     pub sends: usize,
     /// Events waiting for the callback.
     pub pending_events: usize,
-    /// Events waiting for the callbacks of all this SP's sessions (not yet
-    /// started). A callback that sees 0 runs the last event delivered so far:
-    /// the end of a batch (e.g. the completions of one CONFIRM frame spread
-    /// over many sessions), the moment to wake a thread waiting on them.
+    /// Read from a callback: the events of the delivery the running event
+    /// came in that have not started yet. A delivery is what the library
+    /// hands over at once: the completions one CONFIRM frame brings, spread
+    /// over any number of sessions, or the failures of one link's end; any
+    /// other event is a delivery of its own. 0 means the running event is the
+    /// last of its delivery: the moment to wake a thread waiting on them, and
+    /// it comes at the end of every delivery, however backlogged other
+    /// sessions are.
+    ///
+    /// Read from any other thread: the events not yet started for all this
+    /// SP's callbacks (a diagnostic; it stays above 0 for as long as any
+    /// session is backlogged, so nothing should wait for it to reach 0).
     pub sp_pending_events: usize,
     /// `close` was called and the close is pending.
     pub closing: bool,
@@ -166,6 +174,15 @@ thread_local! {
     static BATCH: std::cell::RefCell<ConfirmBatch> = std::cell::RefCell::new(ConfirmBatch::default());
     /// Set while a library thread runs a client callback.
     static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// While a callback runs: the events of its delivery not yet started.
+    static DELIVERY_LEFT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The delivery for the events that completing `pending` will queue (one per
+/// asynchronous send), or `None` when there are none.
+fn async_delivery<'a>(pending: impl Iterator<Item = &'a Pending>) -> Option<Arc<Delivery>> {
+    let n = pending.filter(|p| matches!(p, Pending::Async { .. })).count();
+    (n > 0).then(|| Delivery::new(n))
 }
 
 /// True on a library thread while it runs a client callback.
@@ -382,7 +399,10 @@ impl Mps {
             receivers: st.receivers,
             sends: st.sends,
             pending_events: st.events.len(),
-            sp_pending_events: self.owner.core.dispatcher.queued_events(),
+            sp_pending_events: match DELIVERY_LEFT.with(|c| c.get()) {
+                Some(left) if in_callback() => left,
+                _ => self.owner.core.dispatcher.queued_events(),
+            },
             closing: st.closing,
         })
     }
@@ -514,16 +534,16 @@ impl Core {
         self.table.remove(s);
         log!(Level::Debug, "session {:#x} closed", s.id.0);
         if notify {
-            self.queue_event(st, Event::CloseCompleted { session: s.id, status: Status::STATUS_SUCCESS });
+            self.queue_event(st, Event::CloseCompleted { session: s.id, status: Status::STATUS_SUCCESS }, None);
             self.schedule(s, st, None);
         }
     }
 
     /// Queues an event for the session's callback (counted for
     /// `sp_pending_events`); the caller schedules the session.
-    fn queue_event(&self, st: &mut session::State, ev: Event) {
+    fn queue_event(&self, st: &mut session::State, ev: Event, delivery: Option<&Arc<Delivery>>) {
         self.dispatcher.count_event();
-        st.events.push_back(ev);
+        st.events.push_back(Queued { ev, delivery: delivery.cloned() });
     }
 
     /// Puts a session that has events on the dispatcher's run queue, unless
@@ -554,16 +574,24 @@ impl Core {
     // The arguments are one send's parts, each used once on the hot path; a
     // struct to carry them would be built and torn down per message.
     #[allow(clippy::too_many_arguments)]
+    /// `buffer`: the bytes of a synchronous send; an asynchronous one's are
+    /// the buffer in its `pending`, which then holds the send's only clone,
+    /// so that a C buffer's completion never waits for this call to return
+    /// (`registry::give_back` waits until every clone is gone).
     fn transmit(
         &self,
         s: &Arc<Session>,
         dest: SpId,
-        buffer: &MessageBuf,
+        buffer: Option<&MessageBuf>,
         size: usize,
         tag: u32,
         sync: bool,
         pending: Pending,
     ) -> Result<Option<Arc<Conn>>, (Status, Pending)> {
+        let buffer = match (&pending, buffer) {
+            (Pending::Async { buffer, .. }, _) | (Pending::Sync(_), Some(buffer)) => buffer,
+            (Pending::Sync(_), None) => unreachable!("a synchronous send passes its buffer"),
+        };
         if dest == self.cfg.local {
             // Loopback: the local MPS is the target; it confirms, then dispatches.
             let verdict = self.accept(
@@ -579,10 +607,10 @@ impl Core {
             );
             match verdict {
                 Ok(a) => {
-                    self.complete(pending, Status::STATUS_SUCCESS, None);
+                    self.complete(pending, Status::STATUS_SUCCESS, None, None);
                     self.dispatch(a);
                 }
-                Err(st) => self.complete(pending, st, None),
+                Err(st) => self.complete(pending, st, None, None),
             }
             return Ok(None);
         }
@@ -604,6 +632,7 @@ impl Core {
             log!(Level::Warn, "send refused: {size} bytes is over SP {dest}'s max_message_size {}", conn.peer_max_message);
             return Err((Status::STATUS_INVALID_BUFFER_SIZE, pending));
         }
+        let payload = buffer.payload();
         let id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
         let table = &self.outstanding[&dest];
         table.lock().insert(id, Outstanding { epoch: conn.epoch, pending });
@@ -614,7 +643,7 @@ impl Core {
             tag,
             mode: if sync { frame::MODE_SYNC } else { frame::MODE_ASYNC },
         };
-        match conn.send_message(&head, s.name.as_bytes(), buffer.payload(), size, !sync) {
+        match conn.send_message(&head, s.name.as_bytes(), payload, size, !sync) {
             Ok(()) => Ok(Some(conn)),
             Err(LinkDown) => match table.lock().remove(&id) {
                 // Whoever removes the entry reports it: here, as refused at call time.
@@ -629,13 +658,13 @@ impl Core {
     }
 
     /// A send is finished with `status`; an asynchronous one's session is
-    /// scheduled (`defer`: see `schedule`).
-    fn complete(&self, p: Pending, status: Status, defer: Option<&mut Vec<Arc<Session>>>) {
+    /// scheduled (`defer`: see `schedule`), its event part of `delivery`.
+    fn complete(&self, p: Pending, status: Status, defer: Option<&mut Vec<Arc<Session>>>, delivery: Option<&Arc<Delivery>>) {
         match p {
             Pending::Sync(slot) => slot.complete(status),
             Pending::Async { session, buffer, tag, context } => {
                 let mut st = session.st.lock();
-                self.queue_event(&mut st, Event::MessageSent { session: session.id, context, status, tag, buffer });
+                self.queue_event(&mut st, Event::MessageSent { session: session.id, context, status, tag, buffer }, delivery);
                 self.schedule(&session, &mut st, defer);
             }
         }
@@ -654,7 +683,7 @@ impl Core {
             st.sends += 1;
         }
         let slot = SyncSlot::new();
-        let sent = self.transmit(&s, dest, buffer, size, tag, true, Pending::Sync(slot.clone()));
+        let sent = self.transmit(&s, dest, Some(buffer), size, tag, true, Pending::Sync(slot.clone()));
         // Not held while waiting: the shutdown ends the wait (the link closes).
         drop(gate);
         let r = match sent {
@@ -721,12 +750,15 @@ impl Core {
             st.sends += 1;
             st.async_sends += 1;
         }
-        let pending = Pending::Async { session: s.clone(), buffer: buffer.clone(), tag, context };
-        match self.transmit(&s, dest, &buffer, size, tag, false, pending) {
+        let pending = Pending::Async { session: s.clone(), buffer, tag, context };
+        match self.transmit(&s, dest, None, size, tag, false, pending) {
             Ok(_) => Ok(()),
-            Err((status, _)) => {
+            Err((status, pending)) => {
                 self.send_done(&s, true);
-                Err((status, buffer))
+                match pending {
+                    Pending::Async { buffer, .. } => Err((status, buffer)),
+                    Pending::Sync(_) => unreachable!("transmit gives back the pending it was given"),
+                }
             }
         }
     }
@@ -877,7 +909,7 @@ impl Core {
             self.maybe_finish_close(s, &mut st);
         } else {
             st.received_events += 1;
-            self.queue_event(&mut st, Event::MessageReceived(msg));
+            self.queue_event(&mut st, Event::MessageReceived(msg), None);
             self.schedule(s, &mut st, None);
         }
     }
@@ -910,8 +942,10 @@ impl Core {
         if unknown > 0 {
             log!(Level::Debug, "{unknown} confirmation(s) of unknown messages from SP {from} ignored");
         }
+        // One delivery: the callbacks can tell the last of this frame's completions.
+        let delivery = async_delivery(b.done.iter().map(|(p, _)| p));
         for (p, status) in b.done.drain(..) {
-            self.complete(p, status, Some(&mut b.wake));
+            self.complete(p, status, Some(&mut b.wake), delivery.as_ref());
         }
         self.dispatcher.push_all(&mut b.wake);
         BATCH.with(|c| *c.borrow_mut() = b);
@@ -929,8 +963,9 @@ impl Core {
         }
         // In send order, so each session hears of its failures in order.
         lost.sort_by_key(|(id, _)| *id);
+        let delivery = async_delivery(lost.iter().map(|(_, o)| &o.pending));
         for (_, o) in lost {
-            self.complete(o.pending, Status::STATUS_CONNECTION_DISCONNECTED, None);
+            self.complete(o.pending, Status::STATUS_CONNECTION_DISCONNECTED, None, delivery.as_ref());
         }
     }
 
@@ -940,7 +975,7 @@ impl Core {
     /// seeing its last completion gets STATUS_SUCCESS, not a race with the
     /// library's accounting. (A CloseCompleted this makes due still comes
     /// after this callback: the session's events are run in order.)
-    pub(crate) fn run_event(&self, s: &Arc<Session>, ev: Event) {
+    pub(crate) fn run_event(&self, s: &Arc<Session>, ev: Event, delivery_left: usize) {
         match &ev {
             Event::MessageSent { .. } => self.send_done(s, true),
             Event::MessageReceived(m) => {
@@ -952,7 +987,9 @@ impl Core {
         }
         if let Some(cb) = &s.callback {
             IN_CALLBACK.with(|c| c.set(true));
+            DELIVERY_LEFT.with(|c| c.set(Some(delivery_left)));
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(ev)));
+            DELIVERY_LEFT.with(|c| c.set(None));
             IN_CALLBACK.with(|c| c.set(false));
             if r.is_err() {
                 log!(Level::Error, "a callback of session {:#x} panicked; the event is dropped", s.id.0);

@@ -1,7 +1,8 @@
 //! Sessions (filaments): their state, receive queue and waiters, and the table
 //! that maps handles and (conduit, domain, mailbox) names to them.
 
-use super::{Callback, Event, ReceivedMessage, SessionId};
+use super::dispatch::Queued;
+use super::{Callback, ReceivedMessage, SessionId};
 use crate::cmi::Conn;
 use crate::status::Status;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -52,7 +53,7 @@ pub(crate) struct State {
     /// Blocked receivers, oldest first.
     pub waiters: VecDeque<Arc<Waiter>>,
     /// Events for the callback, in order.
-    pub events: VecDeque<Event>,
+    pub events: VecDeque<Queued>,
     /// MessageReceived events among `events` (bounded like `queue`).
     pub received_events: usize,
     /// Messages accepted (their confirmation on its way) but not yet dispatched.
