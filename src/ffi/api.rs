@@ -298,6 +298,9 @@ pub unsafe extern "C" fn MpsSynchronousSend(FilamentHandle: MPS_HANDLE, pSendMes
 
 /// Takes the oldest message queued for synchronous receive, or waits for one.
 /// `Timeout` < 0 waits forever, 0 only tests, > 0 waits that many seconds.
+/// A test never misses a message confirmed to its sender before the call: it
+/// waits for those a link has accepted but not yet queued (at most the time a
+/// link takes to queue one read's messages), never for later ones.
 /// `TransactionId` 0 takes any message, otherwise only one whose
 /// `SequenceTag` equals it. On success `*pReceivedEventData` is the message,
 /// the client's until `MpsReleaseReceivedMessage`; otherwise it is set to NULL.
