@@ -168,7 +168,7 @@ fn a_buffer_comes_back_only_once_the_link_has_finished_writing_it() {
         "{changed} of the {len} bytes the peer read were written by the client after the library handed the buffer back"
     );
     assert!(written_at >= read_at || early.is_none(), "the buffer came back before the link had finished writing it");
-    assert_eq!(unsafe { MpsFreeMessage(p) }, 0, "the buffer is the client's again");
+    assert_eq!(MpsFreeMessage(p), 0, "the buffer is the client's again");
 }
 
 /// What the client writes through its pointer between sends is what the next

@@ -112,7 +112,7 @@ fn every_send_accepted_while_shutdown_races_it_completes_once_and_its_buffer_com
                     // again once it has come back (STATUS_DEVICE_BUSY until then).
                     loop {
                         for i in (t..BUFFERS).step_by(SENDERS) {
-                            let dest = if (i / SENDERS) % 2 == 0 { local } else { remote };
+                            let dest = if (i / SENDERS).is_multiple_of(2) { local } else { remote };
                             let mut info = MPS_SEND_MESSAGE_INFO {
                                 ContextHandle: i as PVOID,
                                 Destination: dest,
@@ -165,7 +165,7 @@ fn every_send_accepted_while_shutdown_races_it_completes_once_and_its_buffer_com
     }
     // Every buffer is the client's again: freeing it succeeds.
     for (i, p) in bufs.iter().enumerate() {
-        let st = unsafe { MpsFreeMessage(*p as PVOID) };
+        let st = MpsFreeMessage(*p as PVOID);
         if st != 0 {
             failures.push(format!("buffer {i}: MpsFreeMessage after MpsShutdown returned {:#x} (still lent)", st as u32));
         }
