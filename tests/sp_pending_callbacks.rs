@@ -74,7 +74,9 @@ fn sp_pending_callbacks_reaches_0_at_the_end_of_each_batch_while_another_session
         "from a callback: what is left of its batch (a batch of one, then one of three), whatever the backlog of the other session"
     );
     assert_eq!(outside, 5, "from outside a callback: the events not yet started on the whole SP");
-    // The peer closes first, so that the SP's orderly close does not wait for it.
+    // The peer goes first, listener and all, so that neither the SP's orderly
+    // close nor a redial into the listener's backlog waits for it.
+    drop(listener);
     drop(peer);
     m.shutdown().unwrap();
 }
