@@ -83,7 +83,7 @@ impl LentBytes for Share {
         // lent (from `lend`), `give_back` returns the buffer to the client
         // only after the `Share` is dropped, and the client does not write a
         // lent buffer (SPEC 4: it is lent to the library until the send's
-        // completion; include/mps.h says so at MpsAsynchronousSend).
+        // completion; include/mps.h says so at MpsAllocateMessage).
         unsafe { std::slice::from_raw_parts(self.0.ptr.as_ptr(), self.0.len) }
     }
 }
