@@ -537,9 +537,9 @@ impl Win {
     ///
     /// WORKLOADS.md W2: the sender blocks until an ack write arrives, then
     /// takes the acks in it. One CONFIRM frame is that write; the library
-    /// delivers its completions one callback each, and says how many events
-    /// are still queued behind the one running, over all sessions (they may
-    /// be spread over many, as in S1): `session_info().sp_pending_events`,
+    /// delivers its completions one callback each, and says how many of that
+    /// frame's completions are still to run after the one running, over all
+    /// sessions (they may be spread over many, as in S1): `session_info().sp_pending_events`,
     /// `MPS_SESSION_INFO.SpPendingCallbacks` in C. The sender
     /// is woken at the last of them, not at the first: woken at the first, on
     /// a shared CPU it preempts the callback thread and refills one slot per

@@ -60,10 +60,11 @@ fn open(m: &Mps) -> (SessionId, Arc<(Mutex<Counters>, Condvar)>) {
     let m2 = m.clone(); // the SP is shut down explicitly at the end (main)
     let cb: Callback = Arc::new(move |ev| {
         let (lock, cv) = &*c;
-        // Wake the waiting thread once per batch: at the last event delivered
-        // so far (nothing else queued for any callback), not at every
-        // completion, which on a busy CPU would let it preempt this thread
-        // and refill one window slot at a time.
+        // Wake the waiting thread once per delivery: at its last event
+        // (sp_pending_events == 0 in a callback: the last completion of one
+        // confirmation frame, say), not at every completion, which on a busy
+        // CPU would let it preempt this thread and refill one window slot at
+        // a time.
         let session = match &ev {
             Event::MessageSent { session, .. } | Event::CloseCompleted { session, .. } => *session,
             Event::MessageReceived(r) => r.session,

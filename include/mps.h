@@ -296,10 +296,16 @@ typedef struct MPS_SESSION_INFO {
    */
   ULONG Closing;
   /**
-   * Events waiting for the callbacks of all of this SP's sessions, not yet
-   * started. Seen as 0 from a callback, the event it runs is the last one
-   * delivered so far: the end of a batch (the completions that one
-   * confirmation frame brought, say), when to wake a thread that waits for them.
+   * Read from a callback: the events of the delivery that the running
+   * event came in and that have not started yet. A delivery is what the
+   * library hands over at once: the completions one confirmation frame
+   * brought (over any number of sessions), or the failures of one link's
+   * end; any other event is a delivery of its own. 0 means the running
+   * event is the last of its delivery, which is when to wake a thread that
+   * waits for them; it reaches 0 at the end of every delivery, however
+   * backlogged other sessions are. Read from any other thread: the events
+   * not yet started for all of this SP's callbacks (a diagnostic that stays
+   * above 0 while any session is backlogged: never wait for it to reach 0).
    */
   ULONG SpPendingCallbacks;
 } MPS_SESSION_INFO;
@@ -470,8 +476,13 @@ NTSTATUS MpsClose(MPS_HANDLE FilamentHandle);
 /**
  * Allocates a message buffer of `Size` bytes (zero allowed: the pointer is
  * still unique and non-NULL) and writes its address to `*Ptr`. The buffer is
- * the client's until `MpsFreeMessage`, except while lent to an asynchronous
- * send. `STATUS_INSUFFICIENT_RESOURCES` when memory is short or `Size` is over
+ * zero-filled and aligned to 16 bytes, like `malloc`'s. It is the client's,
+ * to read and write through `*Ptr`, until `MpsFreeMessage`, except while lent
+ * to a send: from the send call until `MpsSynchronousSend` returns or the
+ * asynchronous send's `MpsEventMessageSent` callback, the client must not
+ * write it (the library reads it in place, never copying it; it hands it
+ * back only once no link is writing it any more).
+ * `STATUS_INSUFFICIENT_RESOURCES` when memory is short or `Size` is over
  * the 256 MiB ceiling.
  *
  * # Safety
@@ -529,6 +540,9 @@ NTSTATUS MpsSynchronousSend(MPS_HANDLE FilamentHandle, PMPS_SEND_MESSAGE_INFO pS
 /**
  * Takes the oldest message queued for synchronous receive, or waits for one.
  * `Timeout` < 0 waits forever, 0 only tests, > 0 waits that many seconds.
+ * A test never misses a message confirmed to its sender before the call: it
+ * waits for those a link has accepted but not yet queued (at most the time a
+ * link takes to queue one read's messages), never for later ones.
  * `TransactionId` 0 takes any message, otherwise only one whose
  * `SequenceTag` equals it. On success `*pReceivedEventData` is the message,
  * the client's until `MpsReleaseReceivedMessage`; otherwise it is set to NULL.
@@ -593,8 +607,12 @@ NTSTATUS MpsInitialize(const char *ConfigPath);
  * Extension. Tears this process's SP down: every link closes (unconfirmed
  * sends fail with `STATUS_CONNECTION_DISCONNECTED`, through their callbacks),
  * blocked receives return `STATUS_CANCELLED`, every handle becomes invalid,
- * every library thread is joined. Buffers and received messages the client
- * holds stay valid. Afterwards only `MpsInitialize` starts an SP again: the
+ * every library thread is joined. Every asynchronous send accepted
+ * (`STATUS_PENDING`) before or while it runs has had its one
+ * `MpsEventMessageSent` when it returns, so every buffer lent is the
+ * client's again; a send it overtakes is refused (`STATUS_PIPE_CLOSING`)
+ * and gets no callback. Buffers and received messages the client holds stay
+ * valid. Afterwards only `MpsInitialize` starts an SP again: the
  * routines that need one return `STATUS_DEVICE_NOT_READY` (`MpsOpen`,
  * `MpsGetSpId`, `MpsWaitForPeer`, `MpsQuerySession`) or
  * `STATUS_INVALID_HANDLE` (those that take a handle); buffer and release

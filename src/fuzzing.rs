@@ -334,7 +334,7 @@ pub fn confirm(data: &[u8]) {
     if let (Some(entries), true) = (&direct, framed_ok) {
         for (id, _) in entries {
             let h = frame::MessageHead { id: *id, conduit: 0, domain: 0, tag: 0, mode: frame::MODE_ASYNC };
-            let _ = conn.send_message(&h, b"f", std::sync::Arc::new(Vec::new()), 0, false);
+            let _ = conn.send_message(&h, b"f", std::sync::Arc::new(Vec::new().into()), 0, false);
         }
         // Those MESSAGE frames are not what the reader wrote back.
         let _ = drain(&peer);

@@ -56,8 +56,8 @@ static void die(const char *what, NTSTATUS s)
 /* Runs on a library thread; calls for this session are serialized. */
 static NTSTATUS Callback(MPS_EVENT Event, PVOID Data)
 {
-    /* Wake the waiting thread once per batch, at the last event delivered
-     * so far (SpPendingCallbacks == 0), not at every completion: woken at
+    /* Wake the waiting thread once per delivery, at its last event
+     * (SpPendingCallbacks == 0 in a callback), not at every completion: woken at
      * each one, on a busy CPU it would preempt this thread and refill one
      * window slot at a time. */
     MPS_HANDLE h = NULL;

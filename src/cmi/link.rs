@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A payload lent to the link until its frame is written or dropped.
-pub type Payload = Arc<Vec<u8>>;
+pub type Payload = Arc<crate::mps::MessageBytes>;
 
 /// One frame waiting in the outbound queue.
 pub(crate) struct OutFrame {
@@ -1334,7 +1334,7 @@ mod tests {
         let w = conn.clone();
         let writer = std::thread::Builder::new().name("mps-write-test".into()).spawn(move || w.writer_loop(Duration::from_millis(10))).unwrap();
         let h = MessageHead { id: 1, conduit: 0, domain: 0, tag: 0, mode: frame::MODE_SYNC };
-        conn.send_message(&h, b"m", Arc::new(vec![0u8; 8]), 8, false).unwrap();
+        conn.send_message(&h, b"m", Arc::new(crate::mps::MessageBytes::from(vec![0u8; 8])), 8, false).unwrap();
         let t0 = Instant::now();
         while !writer.is_finished() {
             assert!(t0.elapsed() < Duration::from_secs(10), "the writer thread neither wrote nor returned");
@@ -1342,7 +1342,7 @@ mod tests {
         }
         assert!(writer.join().is_ok(), "the writer's panic was not caught");
         assert!(!conn.is_up(), "the link still looks up after its writer panicked");
-        assert!(conn.send_message(&h, b"m", Arc::new(vec![]), 0, false).is_err(), "a send was queued on a link nobody writes");
+        assert!(conn.send_message(&h, b"m", Arc::new(crate::mps::MessageBytes::from(Vec::new())), 0, false).is_err(), "a send was queued on a link nobody writes");
         let (up, _c) = recorder();
         let why = run_reader(&conn, params(), &up, vec![], &NO_STOP);
         assert!(why.contains("panicked") && why.contains("mps-write-test"), "{why}");

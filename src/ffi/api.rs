@@ -58,8 +58,9 @@ fn dispatch_to_c(f: unsafe extern "C" fn(MPS_EVENT, PVOID) -> NTSTATUS, ev: Even
         }
         Event::MessageSent { session, context, status, tag, buffer } => {
             let ptr = buffer.as_ptr();
-            // The buffer is the client's again before it hears so.
-            registry::give_back(ptr);
+            // The buffer is the client's again before it hears so (once no
+            // link still writes it: see registry::give_back).
+            registry::give_back(buffer);
             let mut d = MPS_SEND_EVENT_DATA {
                 ContextHandle: context as PVOID,
                 TransmissionStatus: status.0,
@@ -162,8 +163,13 @@ pub extern "C" fn MpsClose(FilamentHandle: MPS_HANDLE) -> NTSTATUS {
 
 /// Allocates a message buffer of `Size` bytes (zero allowed: the pointer is
 /// still unique and non-NULL) and writes its address to `*Ptr`. The buffer is
-/// the client's until `MpsFreeMessage`, except while lent to an asynchronous
-/// send. `STATUS_INSUFFICIENT_RESOURCES` when memory is short or `Size` is over
+/// zero-filled and aligned to 16 bytes, like `malloc`'s. It is the client's,
+/// to read and write through `*Ptr`, until `MpsFreeMessage`, except while lent
+/// to a send: from the send call until `MpsSynchronousSend` returns or the
+/// asynchronous send's `MpsEventMessageSent` callback, the client must not
+/// write it (the library reads it in place, never copying it; it hands it
+/// back only once no link is writing it any more).
+/// `STATUS_INSUFFICIENT_RESOURCES` when memory is short or `Size` is over
 /// the 256 MiB ceiling.
 ///
 /// # Safety
@@ -243,18 +249,17 @@ pub unsafe extern "C" fn MpsAsynchronousSend(FilamentHandle: MPS_HANDLE, pSendMe
             Ok(x) => x,
             Err(s) => return s.0,
         };
-        let ptr = buf.as_ptr();
         let mps = match instance("MpsAsynchronousSend", Need::Handle) {
             Ok(m) => m,
             Err(s) => {
-                registry::give_back(ptr);
+                registry::give_back(buf);
                 return s.0;
             }
         };
         match mps.send_async(session_of(FilamentHandle), sp_of(&i.Destination), buf, i.Size as usize, i.SequenceTag, i.ContextHandle as usize) {
             Ok(()) => Status::STATUS_PENDING.0,
-            Err((s, _buf)) => {
-                registry::give_back(ptr);
+            Err((s, buf)) => {
+                registry::give_back(buf);
                 s.0
             }
         }
@@ -286,13 +291,16 @@ pub unsafe extern "C" fn MpsSynchronousSend(FilamentHandle: MPS_HANDLE, pSendMes
         let r = instance("MpsSynchronousSend", Need::Handle).and_then(|mps| {
             mps.send_sync(session_of(FilamentHandle), sp_of(&i.Destination), &buf, i.Size as usize, i.SequenceTag)
         });
-        registry::give_back(buf.as_ptr());
+        registry::give_back(buf);
         status_of(r)
     })
 }
 
 /// Takes the oldest message queued for synchronous receive, or waits for one.
 /// `Timeout` < 0 waits forever, 0 only tests, > 0 waits that many seconds.
+/// A test never misses a message confirmed to its sender before the call: it
+/// waits for those a link has accepted but not yet queued (at most the time a
+/// link takes to queue one read's messages), never for later ones.
 /// `TransactionId` 0 takes any message, otherwise only one whose
 /// `SequenceTag` equals it. On success `*pReceivedEventData` is the message,
 /// the client's until `MpsReleaseReceivedMessage`; otherwise it is set to NULL.
@@ -426,8 +434,12 @@ impl FromBytesCompat for std::ffi::OsStr {
 /// Extension. Tears this process's SP down: every link closes (unconfirmed
 /// sends fail with `STATUS_CONNECTION_DISCONNECTED`, through their callbacks),
 /// blocked receives return `STATUS_CANCELLED`, every handle becomes invalid,
-/// every library thread is joined. Buffers and received messages the client
-/// holds stay valid. Afterwards only `MpsInitialize` starts an SP again: the
+/// every library thread is joined. Every asynchronous send accepted
+/// (`STATUS_PENDING`) before or while it runs has had its one
+/// `MpsEventMessageSent` when it returns, so every buffer lent is the
+/// client's again; a send it overtakes is refused (`STATUS_PIPE_CLOSING`)
+/// and gets no callback. Buffers and received messages the client holds stay
+/// valid. Afterwards only `MpsInitialize` starts an SP again: the
 /// routines that need one return `STATUS_DEVICE_NOT_READY` (`MpsOpen`,
 /// `MpsGetSpId`, `MpsWaitForPeer`, `MpsQuerySession`) or
 /// `STATUS_INVALID_HANDLE` (those that take a handle); buffer and release

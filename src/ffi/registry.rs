@@ -4,26 +4,112 @@
 //! with a status instead of being dereferenced.
 
 use super::types::*;
-use crate::mps::{MessageBuf, ReceivedMessage};
+use crate::log::{log, Level};
+use crate::mps::{LentBytes, MessageBuf, ReceivedMessage};
 use crate::status::Status;
 use once_cell::sync::Lazy;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
+use std::alloc::Layout;
 use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Alignment of a buffer from `MpsAllocateMessage`: `malloc`'s on 64-bit
+/// Linux, so that a client may lay a structure over it.
+const BUFFER_ALIGN: usize = 16;
+
+/// A C client's buffer: memory the client writes through the pointer it was
+/// given, whenever the buffer is not lent to a send.
+///
+/// That is why it is a raw allocation and not a `Vec` (issue 8, item 14).
+/// The old registry kept an `Arc<Vec<u8>>` and gave the client
+/// `Vec::as_ptr()`, a pointer Rust's rules do not let anyone write through,
+/// into a `Vec` that the links shared as immutable; and it handed a buffer back
+/// (the client free to write) while a link's writer could still hold a share
+/// of it and a reference into its bytes. Here the client's pointer is the
+/// allocator's own, the library holds the bytes only through a [`Share`], and
+/// a buffer goes back to the client only once its `Share` is gone; so no
+/// Rust reference to the bytes is alive while the client may write them.
+struct Storage {
+    ptr: NonNull<u8>,
+    /// The buffer's size (the allocation has at least one byte).
+    len: usize,
+    layout: Layout,
+    /// The library holds a [`Share`] of the buffer (from `lend` until the
+    /// last clone of the send's `MessageBuf` is dropped).
+    shared: Mutex<bool>,
+    /// Signalled when the `Share` goes.
+    released: Condvar,
+}
+
+// SAFETY: `Storage` owns a plain byte allocation (no thread affinity); who
+// may read or write the bytes, and when, is the protocol described on the
+// type and enforced by `lend` / `Share` / `give_back`, not by the thread.
+unsafe impl Send for Storage {}
+// SAFETY: as above; the only shared-access path to the bytes is `Share::bytes`.
+unsafe impl Sync for Storage {}
+
+impl Storage {
+    fn new(size: usize) -> Result<Storage, Status> {
+        let layout =
+            Layout::from_size_align(size.max(1), BUFFER_ALIGN).map_err(|_| Status::STATUS_INSUFFICIENT_RESOURCES)?;
+        // SAFETY: `layout` has a non-zero size (at least one byte).
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(p).ok_or(Status::STATUS_INSUFFICIENT_RESOURCES)?;
+        Ok(Storage { ptr, len: size, layout, shared: Mutex::new(false), released: Condvar::new() })
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from `alloc_zeroed(self.layout)` and is freed only
+        // here, once: the registry's entry and every `Share` hold the
+        // `Storage` through an `Arc`, so nothing refers to it any more.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+/// The library's hold on a lent buffer's bytes (inside the send's
+/// `MessageBuf`, shared with the link that writes them). One per lending.
+struct Share(Arc<Storage>);
+
+impl LentBytes for Share {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the bytes are allocated (the `Arc` keeps the `Storage`) and
+        // initialized (zeroed at allocation; the client only ever stores
+        // bytes in them). Nobody writes them while the returned slice lives:
+        // it borrows this `Share`; a `Share` exists only while the buffer is
+        // lent (from `lend`), `give_back` returns the buffer to the client
+        // only after the `Share` is dropped, and the client does not write a
+        // lent buffer (SPEC 4: it is lent to the library until the send's
+        // completion; include/mps.h says so at MpsAllocateMessage).
+        unsafe { std::slice::from_raw_parts(self.0.ptr.as_ptr(), self.0.len) }
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        *self.0.shared.lock() = false;
+        self.0.released.notify_all();
+    }
+}
 
 struct BufEntry {
-    buf: MessageBuf,
-    /// Lent to a send in flight.
+    storage: Arc<Storage>,
+    /// Lent to a send in flight (from `lend` until `give_back` returns).
     lent: bool,
 }
 
 static BUFFERS: Lazy<Mutex<HashMap<usize, BufEntry>>> = Lazy::new(|| Mutex::new(HashMap::new()));
 
-/// Registers a new buffer; returns the address the client gets.
+/// Registers a new buffer; returns the address the client gets (aligned to
+/// 16 bytes, zero-filled; unique and non-NULL even for `size` 0).
 pub(crate) fn allocate(size: usize) -> Result<PVOID, Status> {
-    let buf = MessageBuf::new(size)?;
-    let p = buf.as_ptr() as usize;
-    BUFFERS.lock().insert(p, BufEntry { buf, lent: false });
-    Ok(p as PVOID)
+    let storage = Arc::new(Storage::new(size)?);
+    let p = storage.ptr.as_ptr();
+    BUFFERS.lock().insert(p as usize, BufEntry { storage, lent: false });
+    Ok(p.cast())
 }
 
 /// Forgets a buffer (`MpsFreeMessage`).
@@ -33,13 +119,14 @@ pub(crate) fn free(p: PVOID) -> Result<(), Status> {
         None => Err(Status::STATUS_INVALID_PARAMETER),
         Some(e) if e.lent => Err(Status::STATUS_DEVICE_BUSY),
         Some(_) => {
+            // Not lent, so no `Share`: the allocation goes with the entry.
             b.remove(&(p as usize));
             Ok(())
         }
     }
 }
 
-/// Marks a buffer lent to a send and returns it.
+/// Marks a buffer lent to a send and returns the library's hold on it.
 pub(crate) fn lend(p: PVOID) -> Result<MessageBuf, Status> {
     let mut b = BUFFERS.lock();
     match b.get_mut(&(p as usize)) {
@@ -47,14 +134,32 @@ pub(crate) fn lend(p: PVOID) -> Result<MessageBuf, Status> {
         Some(e) if e.lent => Err(Status::STATUS_DEVICE_BUSY),
         Some(e) => {
             e.lent = true;
-            Ok(e.buf.clone())
+            *e.storage.shared.lock() = true;
+            Ok(MessageBuf::lent(Box::new(Share(e.storage.clone()))))
         }
     }
 }
 
-/// The send is over: the buffer is the client's again.
-pub(crate) fn give_back(p: *const u8) {
-    if let Some(e) = BUFFERS.lock().get_mut(&(p as usize)) {
+/// The send is over: once the library has let go of the buffer's bytes
+/// everywhere (`buf` is dropped here; a link's writer may still be writing
+/// them out, for at most the rest of one write, or until the link ends), the
+/// buffer is the client's again. The caller holds no other clone of `buf`.
+pub(crate) fn give_back(buf: MessageBuf) {
+    let p = buf.as_ptr() as usize;
+    let storage = BUFFERS.lock().get(&p).map(|e| e.storage.clone());
+    drop(buf);
+    let Some(storage) = storage else { return };
+    {
+        let mut shared = storage.shared.lock();
+        let mut said = false;
+        while *shared {
+            if storage.released.wait_for(&mut shared, Duration::from_secs(1)).timed_out() && !said {
+                said = true;
+                log!(Level::Warn, "buffer {p:#x}: its send is complete, but a link is still writing it; the completion waits for the link");
+            }
+        }
+    }
+    if let Some(e) = BUFFERS.lock().get_mut(&p) {
         e.lent = false;
     }
 }

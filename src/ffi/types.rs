@@ -171,10 +171,16 @@ pub struct MPS_SESSION_INFO {
     pub PendingCallbacks: ULONG,
     /// 1 when a close is pending, else 0.
     pub Closing: ULONG,
-    /// Events waiting for the callbacks of all of this SP's sessions, not yet
-    /// started. Seen as 0 from a callback, the event it runs is the last one
-    /// delivered so far: the end of a batch (the completions that one
-    /// confirmation frame brought, say), when to wake a thread that waits for them.
+    /// Read from a callback: the events of the delivery that the running
+    /// event came in and that have not started yet. A delivery is what the
+    /// library hands over at once: the completions one confirmation frame
+    /// brought (over any number of sessions), or the failures of one link's
+    /// end; any other event is a delivery of its own. 0 means the running
+    /// event is the last of its delivery, which is when to wake a thread that
+    /// waits for them; it reaches 0 at the end of every delivery, however
+    /// backlogged other sessions are. Read from any other thread: the events
+    /// not yet started for all of this SP's callbacks (a diagnostic that stays
+    /// above 0 while any session is backlogged: never wait for it to reach 0).
     pub SpPendingCallbacks: ULONG,
 }
 /// Pointer to an `MPS_SESSION_INFO`.

@@ -14,6 +14,27 @@ use std::thread::JoinHandle;
 /// Events one worker runs for a session before letting others have a turn.
 const BATCH: usize = 64;
 
+/// Events the library delivers together, possibly to many sessions: the
+/// completions one CONFIRM frame brings, or the failures one link's end
+/// brings. Counts those not yet started, so that a callback can tell that it
+/// runs the last of them (`SessionInfo::sp_pending_events`).
+pub(crate) struct Delivery(AtomicUsize);
+
+impl Delivery {
+    /// A delivery of `n` events (all counted before the first is queued, so a
+    /// worker that starts one early never sees the others as absent).
+    pub fn new(n: usize) -> Arc<Delivery> {
+        Arc::new(Delivery(AtomicUsize::new(n)))
+    }
+}
+
+/// An event waiting for its session's callback.
+pub(crate) struct Queued {
+    pub ev: super::Event,
+    /// The delivery it came in; `None`: a delivery of its own.
+    pub delivery: Option<Arc<Delivery>>,
+}
+
 struct RunQueue {
     sessions: VecDeque<Arc<Session>>,
     stop: bool,
@@ -161,13 +182,15 @@ fn run_turn(core: &Arc<Core>, s: &Arc<Session>) {
     let mut st = s.st.lock();
     loop {
         match st.events.pop_front() {
-            Some(ev) if ran < BATCH => {
+            Some(q) if ran < BATCH => {
                 core.dispatcher.queued.fetch_sub(1, Ordering::Relaxed);
+                // What is left of its delivery once this one has started.
+                let left = q.delivery.map_or(0, |d| d.0.fetch_sub(1, Ordering::AcqRel) - 1);
                 // Counted as running until it returns: a close meanwhile
                 // is pending (its CloseCompleted comes after this callback).
                 st.running = true;
                 drop(st);
-                core.run_event(s, ev);
+                core.run_event(s, q.ev, left);
                 ran += 1;
                 st = s.st.lock();
                 st.running = false;

@@ -7,8 +7,11 @@ mod dispatch;
 mod session;
 #[cfg(test)]
 mod panic_tests;
+#[cfg(test)]
+mod tests;
 
-pub use buffer::MessageBuf;
+pub use buffer::{MessageBuf, MessageBytes, Payload};
+pub(crate) use buffer::LentBytes;
 pub use session::MAX_SESSIONS;
 
 use crate::cmi::{frame, Cmi, Conn, InboundMessage, LinkDown, NotConfigured, Upcall};
@@ -16,7 +19,7 @@ use crate::config::{Address, Config, ConfigError};
 use crate::log::{log, Level};
 use crate::sp_id::SpId;
 use crate::status::Status;
-use dispatch::Dispatcher;
+use dispatch::{Delivery, Dispatcher, Queued};
 use parking_lot::Mutex;
 use session::{Key, Session, SyncSlot, Table, Waiter};
 use rustc_hash::FxHashMap;
@@ -113,10 +116,18 @@ pub struct SessionInfo {
     pub sends: usize,
     /// Events waiting for the callback.
     pub pending_events: usize,
-    /// Events waiting for the callbacks of all this SP's sessions (not yet
-    /// started). A callback that sees 0 runs the last event delivered so far:
-    /// the end of a batch (e.g. the completions of one CONFIRM frame spread
-    /// over many sessions), the moment to wake a thread waiting on them.
+    /// Read from a callback: the events of the delivery the running event
+    /// came in that have not started yet. A delivery is what the library
+    /// hands over at once: the completions one CONFIRM frame brings, spread
+    /// over any number of sessions, or the failures of one link's end; any
+    /// other event is a delivery of its own. 0 means the running event is the
+    /// last of its delivery: the moment to wake a thread waiting on them, and
+    /// it comes at the end of every delivery, however backlogged other
+    /// sessions are.
+    ///
+    /// Read from any other thread: the events not yet started for all this
+    /// SP's callbacks (a diagnostic; it stays above 0 for as long as any
+    /// session is backlogged, so nothing should wait for it to reach 0).
     pub sp_pending_events: usize,
     /// `close` was called and the close is pending.
     pub closing: bool,
@@ -165,6 +176,15 @@ thread_local! {
     static BATCH: std::cell::RefCell<ConfirmBatch> = std::cell::RefCell::new(ConfirmBatch::default());
     /// Set while a library thread runs a client callback.
     static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// While a callback runs: the events of its delivery not yet started.
+    static DELIVERY_LEFT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The delivery for the events that completing `pending` will queue (one per
+/// asynchronous send), or `None` when there are none.
+fn async_delivery<'a>(pending: impl Iterator<Item = &'a Pending>) -> Option<Arc<Delivery>> {
+    let n = pending.filter(|p| matches!(p, Pending::Async { .. })).count();
+    (n > 0).then(|| Delivery::new(n))
 }
 
 /// True on a library thread while it runs a client callback.
@@ -181,6 +201,13 @@ pub(crate) struct Core {
     outstanding: HashMap<SpId, Mutex<FxHashMap<u64, Outstanding>>>,
     next_message_id: AtomicU64,
     stopped: AtomicBool,
+    /// Held (shared) by a send from its checks until its completion is in the
+    /// hands of whoever will report it (the outstanding table, or the
+    /// session's events); `shutdown` takes it exclusively once, after setting
+    /// `stopped`: every send either started before and has its completion
+    /// queued before the callback threads stop, or sees `stopped` and is
+    /// refused (issue 8, item 16(c)).
+    send_gate: parking_lot::RwLock<()>,
 }
 
 /// A running SP: the safe Rust API. [`Mps::start`] brings it up; dropping the
@@ -215,6 +242,8 @@ pub(crate) struct Accepted {
     msg: Option<ReceivedMessage>,
     /// For synchronous receive (FIG. 8B), not the callback (FIG. 8C).
     to_queue: bool,
+    /// Its place among the session's reservations for the queue (`to_queue`).
+    ticket: u64,
 }
 
 impl Drop for Accepted {
@@ -223,13 +252,16 @@ impl Drop for Accepted {
         // reservation ends here and the message is discarded.
         if let Some(m) = &self.msg {
             let mut st = self.session.st.lock();
-            st.unreserve(self.to_queue);
+            st.unreserve(self.to_queue, self.ticket);
             st.held_bytes -= m.data.len() as u64;
             if let Some(core) = self.core.upgrade() {
                 core.maybe_finish_close(&self.session, &mut st);
             }
+            let testers = st.testers > 0;
             drop(st);
-            self.session.settled.notify_all();
+            if testers {
+                self.session.settled.notify_all();
+            }
         }
     }
 }
@@ -275,6 +307,7 @@ impl Mps {
             outstanding,
             next_message_id: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
+            send_gate: parking_lot::RwLock::new(()),
         });
         let fail = |reason: String| ConfigError { origin: format!("SP {}", cfg.local), line: None, reason };
         core.dispatcher.start(&core, cfg.callback_threads).map_err(|e| fail(format!("cannot start callback threads: {e}")))?;
@@ -367,7 +400,10 @@ impl Mps {
             receivers: st.receivers,
             sends: st.sends,
             pending_events: st.events.len(),
-            sp_pending_events: self.owner.core.dispatcher.queued_events(),
+            sp_pending_events: match DELIVERY_LEFT.with(|c| c.get()) {
+                Some(left) if in_callback() => left,
+                _ => self.owner.core.dispatcher.queued_events(),
+            },
             closing: st.closing,
         })
     }
@@ -457,6 +493,9 @@ impl Core {
         for w in st.waiters.drain(..) {
             w.complete(Err(Status::STATUS_CANCELLED));
         }
+        if st.testers > 0 {
+            s.settled.notify_all();
+        }
         if st.idle() {
             self.finish_close(&s, &mut st, false);
             Ok(CloseOutcome::Closed)
@@ -496,16 +535,16 @@ impl Core {
         self.table.remove(s);
         log!(Level::Debug, "session {:#x} closed", s.id.0);
         if notify {
-            self.queue_event(st, Event::CloseCompleted { session: s.id, status: Status::STATUS_SUCCESS });
+            self.queue_event(st, Event::CloseCompleted { session: s.id, status: Status::STATUS_SUCCESS }, None);
             self.schedule(s, st, None);
         }
     }
 
     /// Queues an event for the session's callback (counted for
     /// `sp_pending_events`); the caller schedules the session.
-    fn queue_event(&self, st: &mut session::State, ev: Event) {
+    fn queue_event(&self, st: &mut session::State, ev: Event, delivery: Option<&Arc<Delivery>>) {
         self.dispatcher.count_event();
-        st.events.push_back(ev);
+        st.events.push_back(Queued { ev, delivery: delivery.cloned() });
     }
 
     /// Puts a session that has events on the dispatcher's run queue, unless
@@ -536,16 +575,24 @@ impl Core {
     // The arguments are one send's parts, each used once on the hot path; a
     // struct to carry them would be built and torn down per message.
     #[allow(clippy::too_many_arguments)]
+    /// `buffer`: the bytes of a synchronous send; an asynchronous one's are
+    /// the buffer in its `pending`, which then holds the send's only clone,
+    /// so that a C buffer's completion never waits for this call to return
+    /// (`registry::give_back` waits until every clone is gone).
     fn transmit(
         &self,
         s: &Arc<Session>,
         dest: SpId,
-        buffer: &MessageBuf,
+        buffer: Option<&MessageBuf>,
         size: usize,
         tag: u32,
         sync: bool,
         pending: Pending,
     ) -> Result<Option<Arc<Conn>>, (Status, Pending)> {
+        let buffer = match (&pending, buffer) {
+            (Pending::Async { buffer, .. }, _) | (Pending::Sync(_), Some(buffer)) => buffer,
+            (Pending::Sync(_), None) => unreachable!("a synchronous send passes its buffer"),
+        };
         if dest == self.cfg.local {
             // Loopback: the local MPS is the target; it confirms, then dispatches.
             let verdict = self.accept(
@@ -561,10 +608,10 @@ impl Core {
             );
             match verdict {
                 Ok(a) => {
-                    self.complete(pending, Status::STATUS_SUCCESS, None);
+                    self.complete(pending, Status::STATUS_SUCCESS, None, None);
                     self.dispatch(a);
                 }
-                Err(st) => self.complete(pending, st, None),
+                Err(st) => self.complete(pending, st, None, None),
             }
             return Ok(None);
         }
@@ -586,6 +633,7 @@ impl Core {
             log!(Level::Warn, "send refused: {size} bytes is over SP {dest}'s max_message_size {}", conn.peer_max_message);
             return Err((Status::STATUS_INVALID_BUFFER_SIZE, pending));
         }
+        let payload = buffer.payload();
         let id = self.next_message_id.fetch_add(1, Ordering::Relaxed);
         let table = &self.outstanding[&dest];
         table.lock().insert(id, Outstanding { epoch: conn.epoch, pending });
@@ -596,7 +644,7 @@ impl Core {
             tag,
             mode: if sync { frame::MODE_SYNC } else { frame::MODE_ASYNC },
         };
-        match conn.send_message(&head, s.name.as_bytes(), buffer.payload(), size, !sync) {
+        match conn.send_message(&head, s.name.as_bytes(), payload, size, !sync) {
             Ok(()) => Ok(Some(conn)),
             Err(LinkDown) => match table.lock().remove(&id) {
                 // Whoever removes the entry reports it: here, as refused at call time.
@@ -611,13 +659,13 @@ impl Core {
     }
 
     /// A send is finished with `status`; an asynchronous one's session is
-    /// scheduled (`defer`: see `schedule`).
-    fn complete(&self, p: Pending, status: Status, defer: Option<&mut Vec<Arc<Session>>>) {
+    /// scheduled (`defer`: see `schedule`), its event part of `delivery`.
+    fn complete(&self, p: Pending, status: Status, defer: Option<&mut Vec<Arc<Session>>>, delivery: Option<&Arc<Delivery>>) {
         match p {
             Pending::Sync(slot) => slot.complete(status),
             Pending::Async { session, buffer, tag, context } => {
                 let mut st = session.st.lock();
-                self.queue_event(&mut st, Event::MessageSent { session: session.id, context, status, tag, buffer });
+                self.queue_event(&mut st, Event::MessageSent { session: session.id, context, status, tag, buffer }, delivery);
                 self.schedule(&session, &mut st, defer);
             }
         }
@@ -626,6 +674,8 @@ impl Core {
     fn send_sync(&self, id: SessionId, dest: SpId, buffer: &MessageBuf, size: usize, tag: u32) -> Result<(), Status> {
         let s = self.table.get(id)?;
         self.check_size(buffer, size)?;
+        let gate = self.send_gate.read();
+        self.refuse_if_stopped()?;
         {
             let mut st = s.st.lock();
             if st.closing {
@@ -634,7 +684,10 @@ impl Core {
             st.sends += 1;
         }
         let slot = SyncSlot::new();
-        let r = match self.transmit(&s, dest, buffer, size, tag, true, Pending::Sync(slot.clone())) {
+        let sent = self.transmit(&s, dest, Some(buffer), size, tag, true, Pending::Sync(slot.clone()));
+        // Not held while waiting: the shutdown ends the wait (the link closes).
+        drop(gate);
+        let r = match sent {
             Ok(Some(conn)) => {
                 // Read the confirmation ourselves if no one else is reading.
                 let cmi = self.cmi.get().expect("a remote send had a link");
@@ -681,6 +734,11 @@ impl Core {
         if let Err(e) = self.check_size(&buffer, size) {
             return Err((e, buffer));
         }
+        // Until the completion is queued or in the outstanding table.
+        let _gate = self.send_gate.read();
+        if let Err(e) = self.refuse_if_stopped() {
+            return Err((e, buffer));
+        }
         {
             let mut st = s.st.lock();
             if st.closing {
@@ -693,14 +751,26 @@ impl Core {
             st.sends += 1;
             st.async_sends += 1;
         }
-        let pending = Pending::Async { session: s.clone(), buffer: buffer.clone(), tag, context };
-        match self.transmit(&s, dest, &buffer, size, tag, false, pending) {
+        let pending = Pending::Async { session: s.clone(), buffer, tag, context };
+        match self.transmit(&s, dest, None, size, tag, false, pending) {
             Ok(_) => Ok(()),
-            Err((status, _)) => {
+            Err((status, pending)) => {
                 self.send_done(&s, true);
-                Err((status, buffer))
+                match pending {
+                    Pending::Async { buffer, .. } => Err((status, buffer)),
+                    Pending::Sync(_) => unreachable!("transmit gives back the pending it was given"),
+                }
             }
         }
+    }
+
+    /// `STATUS_PIPE_CLOSING` once `shutdown` has begun (called under `send_gate`).
+    fn refuse_if_stopped(&self) -> Result<(), Status> {
+        if self.stopped.load(Ordering::Acquire) {
+            log!(Level::Warn, "send refused: SP {} is shutting down", self.cfg.local);
+            return Err(Status::STATUS_PIPE_CLOSING);
+        }
+        Ok(())
     }
 
     fn receive(&self, id: SessionId, timeout: Timeout, transaction: u32) -> Result<ReceivedMessage, Status> {
@@ -709,19 +779,26 @@ impl Core {
         if st.closing {
             return Err(Status::STATUS_PIPE_CLOSING);
         }
+        let horizon = st.next_queue_ticket();
         loop {
             if let Some(pos) = st.queue.iter().position(|m| transaction == 0 || m.tag == transaction) {
                 let m = st.queue.remove(pos).expect("position is in range");
                 st.held_bytes -= m.data.len() as u64;
                 return Ok(m);
             }
-            // A message already confirmed to its sender is about to be
+            // A message already confirmed to its sender may be about to be
             // queued (confirm, then dispatch: FIG. 8A); a test must not miss
-            // it. The wait is the link thread's next few instructions.
-            if timeout != Timeout::Test || st.reserved_for_queue == 0 || st.closing {
+            // it. So a test waits for the messages accepted before it began
+            // (the link threads' next few instructions: at most the dispatch
+            // of one read's messages), and looks again at each one settled;
+            // never for those accepted since, or two busy links could keep it
+            // waiting for as long as they stream (issue 8, item 16(b)).
+            if timeout != Timeout::Test || st.closing || !st.unsettled_before(horizon) {
                 break;
             }
+            st.testers += 1;
             s.settled.wait(&mut st);
+            st.testers -= 1;
         }
         let deadline = match timeout {
             Timeout::Test => return Err(Status::STATUS_TIMEOUT),
@@ -774,7 +851,7 @@ impl Core {
             return Err(Status::STATUS_OBJECT_NAME_NOT_FOUND);
         };
         let to_queue = m.sync || s.callback.is_none();
-        {
+        let ticket = {
             let mut st = s.st.lock();
             if st.closed {
                 return Err(Status::STATUS_OBJECT_NAME_NOT_FOUND);
@@ -798,13 +875,10 @@ impl Core {
                 return Err(Status::STATUS_INSUFFICIENT_RESOURCES);
             }
             st.held_bytes += bytes;
-            st.reserved += 1;
-            if to_queue {
-                st.reserved_for_queue += 1;
-            }
-        }
+            st.reserve(to_queue)
+        };
         let msg = ReceivedMessage { data: m.payload, sender: from, tag: m.tag, session: s.id, context: s.context };
-        Ok(Accepted { core: Weak::new(), session: s, msg: Some(msg), to_queue })
+        Ok(Accepted { core: Weak::new(), session: s, msg: Some(msg), to_queue, ticket })
     }
 
     /// Delivers an accepted message whose confirmation has left: to a blocked
@@ -813,8 +887,8 @@ impl Core {
         let Some(msg) = a.msg.take() else { return };
         let s = &a.session;
         let mut st = s.st.lock();
-        st.unreserve(a.to_queue);
-        if st.reserved_for_queue == 0 {
+        st.unreserve(a.to_queue, a.ticket);
+        if a.to_queue && st.testers > 0 {
             s.settled.notify_all();
         }
         if st.closed {
@@ -836,7 +910,7 @@ impl Core {
             self.maybe_finish_close(s, &mut st);
         } else {
             st.received_events += 1;
-            self.queue_event(&mut st, Event::MessageReceived(msg));
+            self.queue_event(&mut st, Event::MessageReceived(msg), None);
             self.schedule(s, &mut st, None);
         }
     }
@@ -869,8 +943,10 @@ impl Core {
         if unknown > 0 {
             log!(Level::Debug, "{unknown} confirmation(s) of unknown messages from SP {from} ignored");
         }
+        // One delivery: the callbacks can tell the last of this frame's completions.
+        let delivery = async_delivery(b.done.iter().map(|(p, _)| p));
         for (p, status) in b.done.drain(..) {
-            self.complete(p, status, Some(&mut b.wake));
+            self.complete(p, status, Some(&mut b.wake), delivery.as_ref());
         }
         self.dispatcher.push_all(&mut b.wake);
         BATCH.with(|c| *c.borrow_mut() = b);
@@ -888,8 +964,9 @@ impl Core {
         }
         // In send order, so each session hears of its failures in order.
         lost.sort_by_key(|(id, _)| *id);
+        let delivery = async_delivery(lost.iter().map(|(_, o)| &o.pending));
         for (_, o) in lost {
-            self.complete(o.pending, Status::STATUS_CONNECTION_DISCONNECTED, None);
+            self.complete(o.pending, Status::STATUS_CONNECTION_DISCONNECTED, None, delivery.as_ref());
         }
     }
 
@@ -899,7 +976,7 @@ impl Core {
     /// seeing its last completion gets STATUS_SUCCESS, not a race with the
     /// library's accounting. (A CloseCompleted this makes due still comes
     /// after this callback: the session's events are run in order.)
-    pub(crate) fn run_event(&self, s: &Arc<Session>, ev: Event) {
+    pub(crate) fn run_event(&self, s: &Arc<Session>, ev: Event, delivery_left: usize) {
         match &ev {
             Event::MessageSent { .. } => self.send_done(s, true),
             Event::MessageReceived(m) => {
@@ -911,7 +988,9 @@ impl Core {
         }
         if let Some(cb) = &s.callback {
             IN_CALLBACK.with(|c| c.set(true));
+            DELIVERY_LEFT.with(|c| c.set(Some(delivery_left)));
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(ev)));
+            DELIVERY_LEFT.with(|c| c.set(None));
             IN_CALLBACK.with(|c| c.set(false));
             if r.is_err() {
                 log!(Level::Error, "a callback of session {:#x} panicked; the event is dropped", s.id.0);
@@ -923,6 +1002,10 @@ impl Core {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Sends in progress finish queueing their completions (they never
+        // block while they hold the gate); later ones see `stopped`. So no
+        // completion is queued after the callback threads stop below.
+        drop(self.send_gate.write());
         log!(Level::Info, "SP {} shutting down", self.cfg.local);
         if let Some(cmi) = self.cmi.get() {
             cmi.shutdown();
@@ -933,16 +1016,26 @@ impl Core {
             for w in st.waiters.drain(..) {
                 w.complete(Err(Status::STATUS_CANCELLED));
             }
+            if st.testers > 0 {
+                s.settled.notify_all();
+            }
         }
         // Delivers what is queued (failed sends' callbacks above all), then joins.
         self.dispatcher.stop();
+        let mut undelivered = 0;
         for s in self.table.all() {
             let mut st = s.st.lock();
             st.closed = true;
             st.queue.clear();
+            undelivered += st.events.len();
             self.dispatcher.discount_events(st.events.len());
             st.events.clear();
             self.table.remove(&s);
+        }
+        if undelivered > 0 {
+            // Not expected: every source of events has stopped before the
+            // callback threads did. Said out loud rather than lost silently.
+            log!(Level::Error, "SP {} shut down with {undelivered} callback(s) queued too late to be delivered", self.cfg.local);
         }
         // The teardown's own lines reach stderr or the client's routine
         // before the process (often) exits; bounded, and never from the log's

@@ -1,7 +1,8 @@
 //! Sessions (filaments): their state, receive queue and waiters, and the table
 //! that maps handles and (conduit, domain, mailbox) names to them.
 
-use super::{Callback, Event, ReceivedMessage, SessionId};
+use super::dispatch::Queued;
+use super::{Callback, ReceivedMessage, SessionId};
 use crate::cmi::Conn;
 use crate::status::Status;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -28,7 +29,8 @@ pub(crate) struct Session {
     pub context: usize,
     pub callback: Option<Callback>,
     pub st: Mutex<State>,
-    /// Signalled when a reserved message is dispatched or dropped.
+    /// Signalled, while test receives wait (`State::testers`), when a
+    /// message bound for the queue is dispatched or dropped, and at close.
     pub settled: Condvar,
 }
 
@@ -51,13 +53,20 @@ pub(crate) struct State {
     /// Blocked receivers, oldest first.
     pub waiters: VecDeque<Arc<Waiter>>,
     /// Events for the callback, in order.
-    pub events: VecDeque<Event>,
+    pub events: VecDeque<Queued>,
     /// MessageReceived events among `events` (bounded like `queue`).
     pub received_events: usize,
     /// Messages accepted (their confirmation on its way) but not yet dispatched.
     pub reserved: usize,
-    /// Those of `reserved` bound for `queue` (a test receive waits for them).
-    pub reserved_for_queue: usize,
+    /// Those of `reserved` bound for `queue`, by ticket in the order they were
+    /// accepted (`queue_ticket_base` is the front's; `true` once dispatched or
+    /// dropped, popped from the front once settled). A test receive waits for
+    /// the ones accepted before it began, and only those.
+    pub queue_tickets: VecDeque<bool>,
+    /// The ticket of `queue_tickets`' front.
+    pub queue_ticket_base: u64,
+    /// Test receives waiting on `settled`.
+    pub testers: usize,
     /// The SP the last message came from (the link a receiver may read itself).
     pub last_sender: Option<crate::sp_id::SpId>,
     /// Bytes of the messages the session holds for its client: reserved,
@@ -72,12 +81,40 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// Ends a reservation made by `accept`.
-    pub fn unreserve(&mut self, for_queue: bool) {
+    /// Reserves a place for a message being accepted; its ticket when it is
+    /// bound for `queue` (0 otherwise).
+    pub fn reserve(&mut self, for_queue: bool) -> u64 {
+        self.reserved += 1;
+        if !for_queue {
+            return 0;
+        }
+        let ticket = self.next_queue_ticket();
+        self.queue_tickets.push_back(false);
+        ticket
+    }
+
+    /// Ends a reservation made by `reserve` (the message was dispatched, or dropped).
+    pub fn unreserve(&mut self, for_queue: bool, ticket: u64) {
         self.reserved -= 1;
         if for_queue {
-            self.reserved_for_queue -= 1;
+            self.queue_tickets[(ticket - self.queue_ticket_base) as usize] = true;
+            while self.queue_tickets.front() == Some(&true) {
+                self.queue_tickets.pop_front();
+                self.queue_ticket_base += 1;
+            }
         }
+    }
+
+    /// The ticket the next message bound for `queue` will get.
+    pub fn next_queue_ticket(&self) -> u64 {
+        self.queue_ticket_base + self.queue_tickets.len() as u64
+    }
+
+    /// A message bound for `queue` and accepted before ticket `horizon` was
+    /// handed out is not yet dispatched (its confirmation may have reached
+    /// its sender already).
+    pub fn unsettled_before(&self, horizon: u64) -> bool {
+        !self.queue_tickets.is_empty() && self.queue_ticket_base < horizon
     }
 
     /// Nothing keeps a closing session open any more: no send unfinished, no
