@@ -16,6 +16,7 @@ pub mod log;
 pub mod mps;
 pub mod sp_id;
 pub mod status;
+pub(crate) mod sync;
 
 pub use config::{Address, Config, ConfigError};
 pub use mps::{Callback, CloseOutcome, Event, MessageBuf, Mps, ReceivedMessage, SessionId, SessionInfo, Timeout};

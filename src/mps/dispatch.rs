@@ -5,9 +5,9 @@
 
 use super::session::Session;
 use super::Core;
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{AtomicUsize, Condvar, Mutex};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -113,7 +113,7 @@ impl Dispatcher {
     }
 }
 
-fn worker(core: &Arc<Core>) {
+pub(super) fn worker(core: &Arc<Core>) {
     loop {
         let s = {
             let mut q = core.dispatcher.q.lock();

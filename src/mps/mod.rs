@@ -5,6 +5,8 @@
 mod buffer;
 mod dispatch;
 mod session;
+#[cfg(all(test, loom))]
+mod model;
 
 pub use buffer::MessageBuf;
 pub use session::MAX_SESSIONS;
@@ -15,11 +17,11 @@ use crate::log::{log, Level};
 use crate::sp_id::SpId;
 use crate::status::Status;
 use dispatch::Dispatcher;
-use parking_lot::Mutex;
+use crate::sync::{AtomicBool, AtomicU64, Mutex};
 use session::{Key, Session, SyncSlot, Table, Waiter};
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -265,16 +267,7 @@ impl Mps {
     /// Starts an SP: listens, dials its peers, starts the callback threads.
     pub fn start(cfg: Config) -> Result<Mps, ConfigError> {
         let cfg = Arc::new(cfg);
-        let outstanding = cfg.peers.iter().map(|p| (p.sp, Mutex::new(FxHashMap::default()))).collect();
-        let core = Arc::new(Core {
-            cfg: cfg.clone(),
-            table: Table::default(),
-            dispatcher: Dispatcher::new(),
-            cmi: once_cell::sync::OnceCell::new(),
-            outstanding,
-            next_message_id: AtomicU64::new(1),
-            stopped: AtomicBool::new(false),
-        });
+        let core = Core::new(cfg.clone());
         let fail = |reason: String| ConfigError { origin: format!("SP {}", cfg.local), line: None, reason };
         core.dispatcher.start(&core, cfg.callback_threads).map_err(|e| fail(format!("cannot start callback threads: {e}")))?;
         let cmi = match Cmi::start(cfg.clone(), Arc::new(Up(Arc::downgrade(&core)))) {
@@ -402,6 +395,21 @@ impl Mps {
 }
 
 impl Core {
+    /// A core with no transport and no callback threads yet (`Mps::start`
+    /// adds them; the model checker drives it bare: src/mps/model.rs).
+    fn new(cfg: Arc<Config>) -> Arc<Core> {
+        let outstanding = cfg.peers.iter().map(|p| (p.sp, Mutex::new(FxHashMap::default()))).collect();
+        Arc::new(Core {
+            cfg,
+            table: Table::default(),
+            dispatcher: Dispatcher::new(),
+            cmi: once_cell::sync::OnceCell::new(),
+            outstanding,
+            next_message_id: AtomicU64::new(1),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
     fn check_size(&self, buffer: &MessageBuf, size: usize) -> Result<(), Status> {
         if size > buffer.len() {
             log!(Level::Warn, "send refused: Size {size} is larger than the {}-byte buffer", buffer.len());
@@ -437,7 +445,7 @@ impl Core {
                 context,
                 callback,
                 st: Mutex::new(Default::default()),
-                settled: parking_lot::Condvar::new(),
+                settled: crate::sync::Condvar::new(),
             })
             .inspect_err(|st| {
                 log!(Level::Warn, "MpsOpen refused: conduit {conduit} domain {domain:#x} mailbox {mailbox:?}: {st}")
