@@ -100,9 +100,13 @@ pub(crate) fn check(name: &str, timeouts: Timeouts, f: impl Fn() + Sync + Send +
     assert!(n > 1, "a model that explores one interleaving checks no concurrency");
 }
 
-/// A session whose callback records every event; `on_sent` runs inside the
-/// callback of a `MessageSent` (with the core, to call the API from there).
-fn open_recorded(core: &Arc<Core>, rec: &Arc<Recorder>, on_sent: fn(&Core, SessionId, &Recorder)) -> SessionId {
+/// A session whose callback records every event; `inside` runs inside each
+/// callback (with the core, to call the API from there).
+fn open_recorded(
+    core: &Arc<Core>,
+    rec: &Arc<Recorder>,
+    inside: impl Fn(&Core, SessionId, Kind, &Recorder) + Send + Sync + 'static,
+) -> SessionId {
     let (r, weak) = (rec.clone(), Arc::downgrade(core));
     let cb: Callback = Arc::new(move |ev: Event| {
         let k = kind(&ev);
@@ -111,8 +115,8 @@ fn open_recorded(core: &Arc<Core>, rec: &Arc<Recorder>, on_sent: fn(&Core, Sessi
             Event::MessageReceived(m) => Some(m.session),
         };
         r.push(Seen::Enter(k));
-        if let (Kind::Sent(_), Some(c), Some(id)) = (k, weak.upgrade(), id) {
-            on_sent(&c, id, &r);
+        if let (Some(c), Some(id)) = (weak.upgrade(), id) {
+            inside(&c, id, k, &r);
         }
         r.push(Seen::Exit);
     });
@@ -241,7 +245,7 @@ fn model_close_races_an_asynchronous_send_and_its_callbacks() {
     check("close_races_an_asynchronous_send_and_its_callbacks", Timeouts::Never, || {
         let core = core();
         let rec = Arc::new(Recorder::default());
-        let id = open_recorded(&core, &rec, |_, _, _| {});
+        let id = open_recorded(&core, &rec, |_, _, _, _| {});
         let s = core.table.get(id).unwrap();
         let w = start_worker(&core);
         let c = core.clone();
@@ -264,31 +268,43 @@ fn model_close_races_an_asynchronous_send_and_its_callbacks() {
     });
 }
 
-/// Path 1: the callback of the send's MessageSent closes its own session
-/// (SPEC 5: a callback may call MpsClose) while the message the send
-/// delivered is still being dispatched: the close is pending, and its
-/// CloseCompleted follows every other callback.
-#[test]
-fn model_close_from_inside_a_callback() {
-    check("close_from_inside_a_callback", Timeouts::Never, || {
-        let core = core();
-        let rec = Arc::new(Recorder::default());
-        let id = open_recorded(&core, &rec, |c, id, r| r.push(Seen::CloseInCallback(c.close(id))));
-        let s = core.table.get(id).unwrap();
-        let w = start_worker(&core);
-        let c = core.clone();
-        let sender = thread::spawn(move || {
-            let buf = MessageBuf::from_slice(b"abc").unwrap();
-            c.send_async(id, c.cfg.local, buf, 3, 9, 0).is_ok()
-        });
-        let sent = sender.join().unwrap();
-        assert!(sent, "nothing refuses this send");
-        let seen = rec.wait_until(|s| all_delivered(s, sent));
-        stop_worker(&core, w);
-        assert!(seen.contains(&Seen::CloseInCallback(Ok(CloseOutcome::Pending))), "a close inside a callback is pending: {seen:?}");
-        assert_callback_run(&seen, sent, false);
-        assert_closed_clean(&core, &s);
+/// Path 1: a callback closes its own session (SPEC 5: a callback may call
+/// MpsClose): from the send's MessageSent, while the message the send
+/// delivered may still be being dispatched, and from the MessageReceived,
+/// the last event, when only the running callback keeps the session open.
+/// Either close is pending, and its CloseCompleted follows every other callback.
+fn close_from_inside(on: fn(Kind) -> bool) {
+    let core = core();
+    let rec = Arc::new(Recorder::default());
+    let id = open_recorded(&core, &rec, move |c, id, k, r| {
+        if on(k) {
+            r.push(Seen::CloseInCallback(c.close(id)))
+        }
     });
+    let s = core.table.get(id).unwrap();
+    let w = start_worker(&core);
+    let c = core.clone();
+    let sender = thread::spawn(move || {
+        let buf = MessageBuf::from_slice(b"abc").unwrap();
+        c.send_async(id, c.cfg.local, buf, 3, 9, 0).is_ok()
+    });
+    let sent = sender.join().unwrap();
+    assert!(sent, "nothing refuses this send");
+    let seen = rec.wait_until(|s| all_delivered(s, sent));
+    stop_worker(&core, w);
+    assert!(seen.contains(&Seen::CloseInCallback(Ok(CloseOutcome::Pending))), "a close inside a callback is pending: {seen:?}");
+    assert_callback_run(&seen, sent, false);
+    assert_closed_clean(&core, &s);
+}
+
+#[test]
+fn model_close_from_inside_a_message_sent_callback() {
+    check("close_from_inside_a_message_sent_callback", Timeouts::Never, || close_from_inside(|k| matches!(k, Kind::Sent(_))));
+}
+
+#[test]
+fn model_close_from_inside_the_last_callback() {
+    check("close_from_inside_the_last_callback", Timeouts::Never, || close_from_inside(|k| k == Kind::Received));
 }
 
 /// Path 1: a message arrives from a link (accepted, its confirmation sent,
@@ -300,7 +316,7 @@ fn model_close_races_an_arriving_message_for_the_callback() {
     check("close_races_an_arriving_message_for_the_callback", Timeouts::Never, || {
         let core = core();
         let rec = Arc::new(Recorder::default());
-        let id = open_recorded(&core, &rec, |_, _, _| {});
+        let id = open_recorded(&core, &rec, |_, _, _, _| {});
         let s = core.table.get(id).unwrap();
         let w = start_worker(&core);
         let up = Arc::new(Up(Arc::downgrade(&core)));
