@@ -81,10 +81,11 @@ fn core() -> Arc<Core> {
     Core::new(Arc::new(cfg))
 }
 
-/// Runs `f` under loom, within the preemption bound (MPS_MODEL_PREEMPTIONS, 3 by default).
-/// Says how many interleavings it explored (scripts/model-check shows them).
-pub(crate) fn check(name: &str, timeouts: Timeouts, f: impl Fn() + Sync + Send + 'static) {
-    let bound = std::env::var("MPS_MODEL_PREEMPTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+/// Runs `f` under loom, every interleaving with at most `bound` preemptions
+/// (MPS_MODEL_PREEMPTIONS overrides it for every model), and says how many it
+/// explored (scripts/model-check shows them).
+pub(crate) fn check(name: &str, timeouts: Timeouts, bound: usize, f: impl Fn() + Sync + Send + 'static) {
+    let bound = std::env::var("MPS_MODEL_PREEMPTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(bound);
     set_timeouts(timeouts);
     let mut b = loom::model::Builder::new();
     b.preemption_bound = Some(bound);
@@ -242,7 +243,7 @@ fn all_delivered(seen: &[Seen], sent: bool) -> bool {
 /// the events that makes.
 #[test]
 fn model_close_races_an_asynchronous_send_and_its_callbacks() {
-    check("close_races_an_asynchronous_send_and_its_callbacks", Timeouts::Never, || {
+    check("close_races_an_asynchronous_send_and_its_callbacks", Timeouts::Never, 3, || {
         let core = core();
         let rec = Arc::new(Recorder::default());
         let id = open_recorded(&core, &rec, |_, _, _, _| {});
@@ -299,12 +300,12 @@ fn close_from_inside(on: fn(Kind) -> bool) {
 
 #[test]
 fn model_close_from_inside_a_message_sent_callback() {
-    check("close_from_inside_a_message_sent_callback", Timeouts::Never, || close_from_inside(|k| matches!(k, Kind::Sent(_))));
+    check("close_from_inside_a_message_sent_callback", Timeouts::Never, 3, || close_from_inside(|k| matches!(k, Kind::Sent(_))));
 }
 
 #[test]
 fn model_close_from_inside_the_last_callback() {
-    check("close_from_inside_the_last_callback", Timeouts::Never, || close_from_inside(|k| k == Kind::Received));
+    check("close_from_inside_the_last_callback", Timeouts::Never, 3, || close_from_inside(|k| k == Kind::Received));
 }
 
 /// Path 1: a message arrives from a link (accepted, its confirmation sent,
@@ -313,7 +314,7 @@ fn model_close_from_inside_the_last_callback() {
 /// close.
 #[test]
 fn model_close_races_an_arriving_message_for_the_callback() {
-    check("close_races_an_arriving_message_for_the_callback", Timeouts::Never, || {
+    check("close_races_an_arriving_message_for_the_callback", Timeouts::Never, 3, || {
         let core = core();
         let rec = Arc::new(Recorder::default());
         let id = open_recorded(&core, &rec, |_, _, _, _| {});
@@ -348,7 +349,7 @@ fn model_close_races_an_arriving_message_for_the_callback() {
 /// it came first), and a message goes to one receiver at most.
 #[test]
 fn model_close_races_a_blocked_receiver_and_an_arriving_message() {
-    check("close_races_a_blocked_receiver_and_an_arriving_message", Timeouts::Never, || {
+    check("close_races_a_blocked_receiver_and_an_arriving_message", Timeouts::Never, 3, || {
         let core = core();
         let id = core.open(None, 0, 7, MAILBOX, 0).unwrap();
         let s = core.table.get(id).unwrap();
@@ -390,7 +391,7 @@ fn model_close_races_a_blocked_receiver_and_an_arriving_message() {
 /// lets a concurrent test receive and a pending close finish.
 #[test]
 fn model_test_receive_after_the_confirmation_finds_the_message() {
-    check("test_receive_after_the_confirmation_finds_the_message", Timeouts::Never, || {
+    check("test_receive_after_the_confirmation_finds_the_message", Timeouts::Never, 3, || {
         let core = core();
         let id = core.open(None, 0, 7, MAILBOX, 0).unwrap();
         let wire = Arc::new((loom::sync::Mutex::new(false), loom::sync::Condvar::new()));
@@ -420,7 +421,7 @@ fn model_test_receive_after_the_confirmation_finds_the_message() {
 
 #[test]
 fn model_a_dropped_acceptance_releases_test_receive_and_close() {
-    check("a_dropped_acceptance_releases_test_receive_and_close", Timeouts::Never, || {
+    check("a_dropped_acceptance_releases_test_receive_and_close", Timeouts::Never, 3, || {
         let core = core();
         let id = core.open(None, 0, 7, MAILBOX, 0).unwrap();
         let s = core.table.get(id).unwrap();
@@ -447,7 +448,7 @@ fn model_a_dropped_acceptance_releases_test_receive_and_close() {
 /// the message reaches it returns it, or leaves it queued: never loses it.
 #[test]
 fn model_a_receive_timing_out_as_the_message_arrives_loses_nothing() {
-    check("a_receive_timing_out_as_the_message_arrives_loses_nothing", Timeouts::AtOnce, || {
+    check("a_receive_timing_out_as_the_message_arrives_loses_nothing", Timeouts::AtOnce, 3, || {
         let core = core();
         let id = core.open(None, 0, 7, MAILBOX, 0).unwrap();
         let s = core.table.get(id).unwrap();
@@ -468,5 +469,39 @@ fn model_a_receive_timing_out_as_the_message_arrives_loses_nothing() {
         }
         assert!(st.waiters.is_empty() && st.receivers == 0, "the receiver is gone");
         assert_eq!(st.held_bytes, 3 * st.queue.len() as u64);
+    });
+}
+
+/// Path 1 with two callback threads: the session's events still run one at
+/// a time and in order (a session is on the run queue once: `scheduled`), and
+/// the close's CloseCompleted still comes last. The closer is the last
+/// callback, so that nothing but the running callback keeps the session open.
+/// Five threads: bound 2 (42 s and 514,014 interleavings at 3, against 2 s here).
+#[test]
+fn model_two_callback_threads_serialize_one_session() {
+    check("two_callback_threads_serialize_one_session", Timeouts::Never, 2, || {
+        let core = core();
+        let rec = Arc::new(Recorder::default());
+        let id = open_recorded(&core, &rec, |c, id, k, r| {
+            if k == Kind::Received {
+                r.push(Seen::CloseInCallback(c.close(id)))
+            }
+        });
+        let s = core.table.get(id).unwrap();
+        let (w1, w2) = (start_worker(&core), start_worker(&core));
+        let c = core.clone();
+        let sender = thread::spawn(move || {
+            let buf = MessageBuf::from_slice(b"abc").unwrap();
+            c.send_async(id, c.cfg.local, buf, 3, 9, 0).is_ok()
+        });
+        let sent = sender.join().unwrap();
+        let seen = rec.wait_until(|s| all_delivered(s, sent));
+        core.dispatcher.stop();
+        w1.join().unwrap();
+        w2.join().unwrap();
+        let order: Vec<Kind> = seen.iter().filter_map(|s| if let Seen::Enter(k) = s { Some(*k) } else { None }).collect();
+        assert_eq!(order, [Kind::Sent(Status::STATUS_SUCCESS), Kind::Received, Kind::CloseCompleted], "in event order: {seen:?}");
+        assert_callback_run(&seen, sent, false);
+        assert_closed_clean(&core, &s);
     });
 }
