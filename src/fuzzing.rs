@@ -14,11 +14,11 @@
 //!
 //! Internal items used (so that a change to them shows up here first):
 //! `cmi::link::{Conn::new, RxCtx::new, read_stint, Stint, handshake,
-//! LinkParams}`, `cmi::stream::{InprocStream, Stream}`, the `cmi::Upcall`
+//! Handshake, Step, LinkParams}`, `cmi::stream::{InprocStream, Stream}`, the `cmi::Upcall`
 //! trait, and the public `cmi::frame` functions.
 
 use crate::cmi::frame::{self, Hello, Kind, MessageHead, PREFIX_LEN};
-use crate::cmi::link::{self, Conn, LinkParams, RxCtx, Stint};
+use crate::cmi::link::{self, Conn, Handshake, LinkParams, RxCtx, Step, Stint};
 use crate::cmi::stream::{InprocStream, Stream};
 use crate::cmi::{InboundMessage, Upcall};
 use crate::config::Config;
@@ -247,13 +247,59 @@ fn confirm_parser(b: &[u8]) {
     }
 }
 
+/// The handshake state machine fed `data` a few bytes at a time, as the
+/// listener's poller feeds it (`cmi::acceptor`: whatever each non-blocking
+/// read brings), then end-of-stream; chunk sizes 1 to 8 come from the data.
+/// Returns the outcome and our HELLO as it was written.
+fn handshake_in_pieces(data: &[u8]) -> (Result<link::Greeting, String>, Vec<u8>) {
+    let mut hs = Handshake::new(&params());
+    let mut written = Vec::new();
+    let mut at = 0;
+    let mut turn = 0usize;
+    loop {
+        turn += 1;
+        match hs.step() {
+            Step::Write(bytes) => {
+                // Short writes too: 1 to 40 bytes at a time.
+                let n = bytes.len().min(1 + turn * 7 % 40);
+                written.extend_from_slice(&bytes[..n]);
+                hs.wrote(n);
+            }
+            Step::Read(buf) => {
+                assert!(!buf.is_empty(), "the handshake asked for a read into no room");
+                let piece = 1 + data.get(at).map_or(0, |b| (*b as usize) % 8);
+                let n = piece.min(buf.len()).min(data.len() - at);
+                buf[..n].copy_from_slice(&data[at..at + n]);
+                at += n;
+                match hs.read(n) {
+                    Ok(None) => assert!(n > 0, "the handshake went on after end-of-stream"),
+                    done => return (done.map(|g| g.expect("Some")), written),
+                }
+            }
+        }
+    }
+}
+
 /// The HELLO handshake: a fresh connection whose peer wrote `data` and
 /// closed. When the handshake succeeds, the link it starts reads the rest
 /// (what came after the HELLO, handed over as the handshake's leftover).
+/// The same bytes fed in pieces to the state machine (as the listener's
+/// poller does) give the same outcome.
 pub fn handshake(data: &[u8]) {
     let (ours, peer) = InprocStream::pair();
     write_all_then_close(&peer, data);
     let result = link::handshake(&ours, &params());
+    let (pieces, pieces_wrote) = handshake_in_pieces(data);
+    assert_eq!(pieces_wrote, params().hello().encode(), "the handshake fed in pieces did not write this SP's HELLO whole");
+    match (&result, &pieces) {
+        (Ok((h1, v1, l1)), Ok((h2, v2, l2))) => {
+            assert_eq!((h1, v1), (h2, v2), "the handshake fed in pieces agreed otherwise");
+            let rest = &data[PREFIX_LEN + frame::HELLO_LEN..];
+            assert!(rest.starts_with(l1) && rest.starts_with(l2), "a leftover is not what followed the HELLO");
+        }
+        (Err(e1), Err(e2)) => assert_eq!(e1, e2, "the handshake fed in pieces failed for another reason"),
+        _ => panic!("the handshake fed whole gave {result:?}, fed in pieces {pieces:?}"),
+    }
     // Whatever the outcome, our HELLO went out first, whole.
     let mine = params().hello().encode();
     let written = drain(&peer);

@@ -688,7 +688,6 @@ fn probe_sync_send_latency_under_an_inbound_flood() {
 /// slot), but the sender, waiting on `role_cv` for the hand-over, never
 /// looks. Each send has a 5 s watchdog.
 #[test]
-#[ignore = "issue 8.16(a): a synchronous send waits for the read role for as long as inbound frames keep the link thread's buffer non-empty at every frame boundary (unbounded, though its confirmation was read) — enable with the fix"]
 fn a_synchronous_send_completes_under_a_flood_that_never_pauses_at_a_frame_boundary() {
     use mps::cmi::frame;
     use std::sync::atomic::{AtomicBool, Ordering};

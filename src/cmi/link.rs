@@ -552,6 +552,13 @@ impl Conn {
     /// what the peer still sends is read and discarded until it closes too, so
     /// that closing never resets the connection under data the peer has not
     /// read yet.
+    ///
+    /// It reads only with the read role (the `rx` lock): an API thread that
+    /// is reading the link (a synchronous send waiting for its confirmation)
+    /// finishes its stint first, so no two threads ever read the socket and
+    /// a confirmation that arrives meanwhile reaches its sender. If the role
+    /// does not come free within `limit`, nothing is read here: the caller
+    /// kills the link, which ends that reader's wait too.
     pub(crate) fn close_gracefully(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         self.drain(deadline);
@@ -559,6 +566,9 @@ impl Conn {
             let mut q = self.out.lock();
             self.die_locked(&mut q, "closed in order".into());
         }
+        let Some(_role) = self.rx.try_lock_until(deadline) else {
+            return;
+        };
         let mut scratch = [0u8; 4096];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -754,14 +764,12 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// At a frame boundary with nothing buffered: reads at least one byte
-    /// into `rb`, or gives up the read role (`Ok(false)`) when `until()`
-    /// says so (checked whenever a wait ends without data).
+    /// At a frame boundary with nothing buffered (the caller has just asked
+    /// `until()`): reads at least one byte into `rb`, or gives up the read
+    /// role (`Ok(false)`) when `until()` says so after a wait that ended
+    /// without data (an interrupt, or `read_wait`).
     fn read_at_boundary(&mut self, rb: &mut ReadBuf, until: &dyn Fn() -> bool) -> Result<bool, EndReason> {
         loop {
-            if until() {
-                return Ok(false);
-            }
             self.tick()?;
             rb.make_room(PREFIX_LEN);
             let end = rb.end;
@@ -777,7 +785,11 @@ impl Reader<'_> {
                     rb.end += n;
                     return Ok(true);
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    if until() {
+                        return Ok(false);
+                    }
+                }
                 Err(e) => return Err(self.ended(format!("read failed: {e}"))),
             }
         }
@@ -850,6 +862,11 @@ pub(crate) struct RxCtx {
 }
 
 impl RxCtx {
+    /// True when bytes of the stream are buffered here, not yet parsed.
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.rb.available().is_empty()
+    }
+
     pub(crate) fn new(leftover: &[u8]) -> RxCtx {
         let mut rb = ReadBuf::new();
         rb.buf[..leftover.len()].copy_from_slice(leftover);
@@ -866,8 +883,8 @@ pub(crate) enum Stint {
     Ended(EndReason),
 }
 
-/// Reads frames until `until()` says stop (it is asked at frame boundaries,
-/// whenever a wait ends without data) or the link ends. Confirmations owed are
+/// Reads frames until `until()` says stop (it is asked at every frame
+/// boundary, and whenever a wait there ends without data) or the link ends. Confirmations owed are
 /// always sent before it returns. An `uninterruptible` reader (one whose wait
 /// only the link's own bytes can end: a synchronous send's confirmation)
 /// waits on the socket alone, not on the interrupt too; a kill (dead peer,
@@ -885,6 +902,14 @@ pub(crate) fn read_stint<U: Upcall>(
     let mut r = Reader { conn, params, stream: conn.stream.as_ref(), stop, uninterruptible };
     let mut owed = Owed { confirms: Vec::new(), accepted: Vec::new() };
     let end = loop {
+        // At every frame boundary, also with frames still buffered: a
+        // stream of small frames may never leave the buffer empty at one
+        // (issue 8.16(a)), and a thread waiting for the read role, or a
+        // reader whose wait is over, must not wait for that. What is
+        // buffered stays in `ctx` for the next holder of the role.
+        if until() {
+            break Stint::Yielded;
+        }
         if ctx.rb.available().is_empty() {
             match r.read_at_boundary(&mut ctx.rb, until) {
                 Ok(true) => {}
@@ -1016,56 +1041,138 @@ fn read_one_frame<U: Upcall>(
     Ok(())
 }
 
-/// Exchanges HELLOs on a fresh stream. Returns the peer's HELLO, the agreed
-/// version and any bytes that arrived after it.
-pub(crate) fn handshake(stream: &dyn Stream, params: &LinkParams) -> Result<(Hello, u16, Vec<u8>), String> {
-    let mine = params.hello();
-    let bytes = mine.encode();
-    let deadline = Instant::now() + params.dead_timeout;
-    let mut off = 0;
-    while off < bytes.len() {
-        match stream.write_nonblocking(&[IoSlice::new(&bytes[off..])]) {
-            Ok(n) => off += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err("handshake timed out while sending HELLO".into());
-                }
-                stream.wait_writable(left).map_err(|e| format!("handshake: {e}"))?;
-            }
-            Err(e) => return Err(format!("handshake: sending HELLO failed: {e}")),
+/// What a handshake established: the peer's HELLO, the agreed version and
+/// the bytes that arrived after the HELLO (the link's first frames).
+pub(crate) type Greeting = (Hello, u16, Vec<u8>);
+
+/// A HELLO frame, prefix included.
+const HELLO_FRAME: usize = PREFIX_LEN + frame::HELLO_LEN;
+
+/// Room in the handshake's read buffer past the peer's HELLO: what a read
+/// may bring in after it (kept, and parsed as the link's first frames).
+const HANDSHAKE_SLACK: usize = 512;
+
+/// The handshake of one connection as a state machine, fed by whoever does
+/// its I/O: `handshake` below (blocking, on the dialing side) and the
+/// listener's poller (`cmi::acceptor`, non-blocking, up to
+/// `acceptor::MAX_PENDING` connections in one poll set). One implementation
+/// of the checks, so both ends, and the fuzz target, run the same code:
+///
+/// 1. our HELLO is written whole (`Step::Write`, then `wrote`);
+/// 2. then the peer's is read (`Step::Read`, then `read`): once 8 bytes are
+///    in, the prefix must be a HELLO's; once 40 are, it is decoded and a
+///    version agreed. What the last read brought in after it is the
+///    leftover. Neither end waits for the other to go first.
+pub(crate) struct Handshake {
+    out: [u8; HELLO_FRAME],
+    sent: usize,
+    buf: [u8; HELLO_FRAME + HANDSHAKE_SLACK],
+    got: usize,
+    mine: Hello,
+    max_message: u32,
+}
+
+/// What a handshake needs done next.
+pub(crate) enum Step<'a> {
+    /// Write (some of) these bytes, then report how many with `wrote`.
+    Write(&'a [u8]),
+    /// Read into this buffer, then report how many bytes with `read`.
+    Read(&'a mut [u8]),
+}
+
+impl Handshake {
+    pub(crate) fn new(params: &LinkParams) -> Handshake {
+        let mine = params.hello();
+        Handshake { out: mine.encode(), sent: 0, buf: [0u8; HELLO_FRAME + HANDSHAKE_SLACK], got: 0, mine, max_message: params.max_message }
+    }
+
+    pub(crate) fn step(&mut self) -> Step<'_> {
+        if self.sent < self.out.len() {
+            Step::Write(&self.out[self.sent..])
+        } else {
+            Step::Read(&mut self.buf[self.got..])
         }
     }
-    let mut buf = vec![0u8; PREFIX_LEN + frame::HELLO_LEN + 512];
-    let mut got = 0;
-    while got < PREFIX_LEN + frame::HELLO_LEN {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("handshake timed out waiting for the peer's HELLO".into());
+
+    /// `n` bytes of the `Step::Write` slice were written.
+    pub(crate) fn wrote(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.out.len());
+    }
+
+    /// `n` bytes were read into the `Step::Read` buffer (0: the peer closed).
+    /// `Ok(None)`: more is needed; `Err`: the handshake failed, for this
+    /// reason (the connection is to be closed).
+    pub(crate) fn read(&mut self, n: usize) -> Result<Option<Greeting>, String> {
+        if n == 0 {
+            return Err("the peer closed the connection during the handshake".into());
         }
-        match stream.read_timeout(&mut buf[got..], left) {
-            Ok(Some(0)) => return Err("the peer closed the connection during the handshake".into()),
-            Ok(Some(n)) => got += n,
-            Ok(None) => {}
-            Err(e) => return Err(format!("handshake: read failed: {e}")),
-        }
-        if got >= PREFIX_LEN {
-            let prefix: [u8; PREFIX_LEN] = buf[..PREFIX_LEN].try_into().expect("8 bytes");
-            let p = frame::parse_prefix(&prefix, params.max_message).map_err(|e| format!("handshake: {e}"))?;
+        self.got = (self.got + n).min(self.buf.len());
+        if self.got >= PREFIX_LEN {
+            let prefix: [u8; PREFIX_LEN] = self.buf[..PREFIX_LEN].try_into().expect("8 bytes");
+            let p = frame::parse_prefix(&prefix, self.max_message).map_err(|e| format!("handshake: {e}"))?;
             if p.kind != Kind::Hello {
                 return Err(format!("handshake: the first frame is {:?}, not HELLO", p.kind));
             }
         }
+        if self.got < HELLO_FRAME {
+            return Ok(None);
+        }
+        let theirs = Hello::decode(&self.buf[PREFIX_LEN..HELLO_FRAME]).map_err(|e| format!("handshake: {e}"))?;
+        let mine = &self.mine;
+        let version = mine.agree(&theirs).ok_or_else(|| {
+            format!(
+                "handshake: no common protocol version (ours {}..{}, the peer's {}..{})",
+                mine.version_min, mine.version_max, theirs.version_min, theirs.version_max
+            )
+        })?;
+        Ok(Some((theirs, version, self.buf[HELLO_FRAME..self.got].to_vec())))
     }
-    let theirs = Hello::decode(&buf[PREFIX_LEN..PREFIX_LEN + frame::HELLO_LEN]).map_err(|e| format!("handshake: {e}"))?;
-    let version = mine.agree(&theirs).ok_or_else(|| {
-        format!(
-            "handshake: no common protocol version (ours {}..{}, the peer's {}..{})",
-            mine.version_min, mine.version_max, theirs.version_min, theirs.version_max
-        )
-    })?;
-    let leftover = buf[PREFIX_LEN + frame::HELLO_LEN..got].to_vec();
-    Ok((theirs, version, leftover))
+
+    /// Why the handshake failed if its time ran out now.
+    pub(crate) fn timed_out(&self) -> String {
+        if self.sent < self.out.len() {
+            "handshake timed out while sending HELLO".into()
+        } else {
+            "handshake timed out waiting for the peer's HELLO".into()
+        }
+    }
+}
+
+/// Exchanges HELLOs on a fresh stream (`Handshake`), blocking, within the
+/// dead-peer timeout. Returns the peer's HELLO, the agreed version and any
+/// bytes that arrived after it.
+pub(crate) fn handshake(stream: &dyn Stream, params: &LinkParams) -> Result<Greeting, String> {
+    let mut hs = Handshake::new(params);
+    let deadline = Instant::now() + params.dead_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match hs.step() {
+            Step::Write(bytes) => match stream.write_nonblocking(&[IoSlice::new(bytes)]) {
+                Ok(n) => hs.wrote(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if left.is_zero() {
+                        return Err(hs.timed_out());
+                    }
+                    stream.wait_writable(left).map_err(|e| format!("handshake: {e}"))?;
+                }
+                Err(e) => return Err(format!("handshake: sending HELLO failed: {e}")),
+            },
+            Step::Read(buf) => {
+                if left.is_zero() {
+                    return Err(hs.timed_out());
+                }
+                match stream.read_timeout(buf, left) {
+                    Ok(Some(n)) => {
+                        if let Some(greeting) = hs.read(n)? {
+                            return Ok(greeting);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(format!("handshake: read failed: {e}")),
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! replaces the old one (the peer restarted), and the old link's in-flight
 //! messages fail.
 
+mod acceptor;
 pub mod frame;
 pub(crate) mod link;
 pub(crate) mod stream;
@@ -96,6 +97,36 @@ struct PeerEntry {
     dials: bool,
     conn: Mutex<Option<Arc<Conn>>>,
     changed: Condvar,
+    /// Who serves this peer's links, one at a time (see `Shared::serve`).
+    serving: Mutex<Serving>,
+    /// Signalled when a link's service has ended (`Serving::active` fell).
+    served: Condvar,
+}
+
+/// The links of one peer being served. A new connection is served only
+/// once the one it replaces is wholly done: its reader has dispatched
+/// what it confirmed and its in-flight sends have been failed (link_down).
+/// So per (session, peer) deliveries and completions keep their order
+/// across reconnections (issue 8, items 4 and 8).
+#[derive(Default)]
+struct Serving {
+    /// Links of this peer whose `serve` has not finished.
+    active: usize,
+    /// The arrival number (accept order) of the newest accepted
+    /// connection taken for service: an older one that finishes its
+    /// handshake later is refused, not allowed to replace a newer one.
+    newest: u64,
+}
+
+/// Ends one link's service on drop (also if its thread panics).
+struct ServeGuard<'a>(&'a PeerEntry);
+
+impl Drop for ServeGuard<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.serving.lock();
+        s.active -= 1;
+        self.0.served.notify_all();
+    }
 }
 
 struct Shared<U: Upcall> {
@@ -107,6 +138,8 @@ struct Shared<U: Upcall> {
     stop_mx: Mutex<()>,
     stop_cv: Condvar,
     epoch: AtomicU64,
+    /// Accepted connections numbered as their handshakes complete.
+    arrivals: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Signalled once by `Cmi::shutdown`: the listener's poll and every
     /// connect in progress wait on it too, so they end at once whatever
@@ -186,12 +219,13 @@ impl Listener {
         }
     }
 
-    /// Accepts one connection; on a socket listener (non-blocking, see
-    /// `poll_fd`) `WouldBlock` when none is queued.
+    /// Accepts one connection as a link's stream; on a socket listener
+    /// (non-blocking, see `poll_fd`) `WouldBlock` when none is queued. The
+    /// listener's thread uses it for in-process endpoints only: sockets go
+    /// through `acceptor`, which has no stream made before the handshake.
     fn accept(&self, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
         match self {
-            Listener::Unix(l) => unix_link(l.accept()?.0, send_buffer),
-            Listener::Tcp(l) => tcp_link(l.accept()?.0, send_buffer),
+            Listener::Unix(_) | Listener::Tcp(_) => self.accept_socket()?.into_stream(send_buffer),
             Listener::Inproc(ep) => {
                 let mut p = ep.pending.lock();
                 loop {
@@ -417,16 +451,72 @@ impl<U: Upcall> Shared<U> {
         !self.stopping()
     }
 
+    /// Takes a new connection of `entry`'s peer for service: ends the link
+    /// it replaces and waits until that link's service is wholly over
+    /// (bounded by the dead-peer timeout: killed, its reader and writer end
+    /// at once). `arrival` orders accepted connections (None: dialed, one
+    /// at a time). None when the connection must be refused (why is logged).
+    fn take_for_service<'a>(&self, entry: &'a PeerEntry, arrival: Option<u64>) -> Option<ServeGuard<'a>> {
+        let mut s = entry.serving.lock();
+        if let Some(n) = arrival {
+            if n < s.newest {
+                log!(Level::Info, "refused a connection from SP {}: a newer one from it is already served", entry.sp);
+                return None;
+            }
+            s.newest = n;
+        }
+        if let Some(old) = entry.conn.lock().as_ref() {
+            old.kill("replaced by a new connection from the peer");
+        }
+        let deadline = Instant::now() + self.params.dead_timeout;
+        loop {
+            // Asked after every wake-up, before `active`: several
+            // connections may wait here, and when the old link's service
+            // ends only the newest of them goes on.
+            if arrival.is_some_and(|n| n < s.newest) {
+                log!(Level::Info, "refused a connection from SP {}: a newer one from it arrived meanwhile", entry.sp);
+                return None;
+            }
+            if s.active == 0 {
+                break;
+            }
+            if self.stopping() {
+                return None;
+            }
+            if entry.served.wait_until(&mut s, deadline).timed_out() {
+                log!(
+                    Level::Warn,
+                    "refused a connection from SP {}: the link it replaces did not end within the dead-peer timeout",
+                    entry.sp
+                );
+                return None;
+            }
+        }
+        s.active += 1;
+        Some(ServeGuard(entry))
+    }
+
     /// Runs an established link until it ends.
-    fn serve(self: &Arc<Self>, entry: &PeerEntry, stream: Box<dyn Stream>, hello: frame::Hello, version: u16, leftover: Vec<u8>) {
+    fn serve(
+        self: &Arc<Self>,
+        entry: &PeerEntry,
+        stream: Box<dyn Stream>,
+        hello: frame::Hello,
+        version: u16,
+        leftover: Vec<u8>,
+        arrival: Option<u64>,
+    ) {
+        let Some(_service) = self.take_for_service(entry, arrival) else {
+            stream.shutdown();
+            return;
+        };
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
         let sndbuf = stream.send_buffer().map(|n| format!(", send buffer {n} bytes")).unwrap_or_default();
         let conn = Arc::new(Conn::new(entry.sp, epoch, &hello, version, stream, &leftover));
         {
             let mut cur = entry.conn.lock();
-            if let Some(old) = cur.replace(conn.clone()) {
-                old.kill("replaced by a new connection from the peer");
-            }
+            // What it replaces is over (take_for_service).
+            *cur = Some(conn.clone());
             if self.stopping() {
                 conn.kill("shutting down");
             }
@@ -523,8 +613,15 @@ impl<U: Upcall> Shared<U> {
     /// API thread reads, it blocks in `block()` until that one completes it.
     fn wait_on_link(&self, conn: &Arc<Conn>, done: &dyn Fn() -> bool, block: &dyn Fn(), uninterruptible: bool) {
         let mut role = conn.role.lock();
+        let mut asked = false;
         loop {
             if done() {
+                if asked && role.holder == Holder::Nobody {
+                    // The link's thread yielded to us, and we no longer
+                    // need the role (it read what we waited for): it may
+                    // take it back at once, not after UNATTENDED.
+                    conn.role_cv.notify_all();
+                }
                 return;
             }
             match role.holder {
@@ -534,7 +631,11 @@ impl<U: Upcall> Shared<U> {
                 }
                 Holder::LinkThread => {
                     // Ask the link's thread to hand over; it does so at its
-                    // next frame boundary and signals role_cv.
+                    // next frame boundary (every one, buffered or not:
+                    // read_stint) and signals role_cv. Bounded by one
+                    // frame's reading: a frame's bytes arrive within the
+                    // dead-peer timeout or the link ends.
+                    asked = true;
                     role.wanting += 1;
                     conn.wanting.fetch_add(1, Ordering::AcqRel);
                     conn.interrupt();
@@ -556,9 +657,10 @@ impl<U: Upcall> Shared<U> {
             }
         }
         drop(role);
-        let stint = {
+        let (stint, buffered) = {
             let mut ctx = conn.rx.lock();
-            link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done, uninterruptible)
+            let stint = link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done, uninterruptible);
+            (stint, ctx.has_buffered())
         };
         let mut role = conn.role.lock();
         role.holder = Holder::Nobody;
@@ -567,8 +669,9 @@ impl<U: Upcall> Shared<U> {
             // flight, ours included).
             role.ended = Some(reason);
             conn.role_cv.notify_all();
-        } else if role.bystanders > 0 || role.wanting > 0 {
-            // Others wait for frames on this link: someone must read on.
+        } else if role.bystanders > 0 || role.wanting > 0 || buffered {
+            // Others wait for frames on this link, or frames that came in
+            // behind ours are already read: someone must read on now.
             conn.role_cv.notify_all();
         }
         drop(role);
@@ -596,7 +699,7 @@ impl<U: Upcall> Shared<U> {
                     }
                     failures = 0;
                     backoff = self.cfg.reconnect_initial_backoff;
-                    self.serve(entry, s, hello, version, leftover);
+                    self.serve(entry, s, hello, version, leftover, None);
                     continue;
                 }
                 Err(e) => {
@@ -618,6 +721,9 @@ impl<U: Upcall> Shared<U> {
         }
     }
 
+    /// An in-process connection, on a thread of its own (only this
+    /// process's own SPs can reach an in-process endpoint; socket listeners
+    /// run their handshakes in one poll set instead: `acceptor`).
     fn accepted(self: &Arc<Self>, s: Box<dyn Stream>) {
         let (hello, version, leftover) = match link::handshake(s.as_ref(), &self.params) {
             Ok(h) => h,
@@ -627,17 +733,33 @@ impl<U: Upcall> Shared<U> {
                 return;
             }
         };
-        let Some(entry) = self.entry(hello.sp) else {
-            log!(Level::Warn, "refused a connection from SP {}: not a configured peer", hello.sp);
+        let Some(idx) = self.incoming_peer(&hello) else {
             s.shutdown();
             return;
         };
-        if entry.dials {
+        let arrival = self.next_arrival();
+        self.serve(&self.peers[idx], s, hello, version, leftover, Some(arrival));
+    }
+
+    /// Numbers an accepted connection whose handshake has completed, in the
+    /// order they complete (for `take_for_service`: the newest is served).
+    fn next_arrival(&self) -> u64 {
+        self.arrivals.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The configured peer (its index in `peers`) that an incoming
+    /// connection whose HELLO is `hello` links to; `None`, logged, when the
+    /// connection is to be refused.
+    fn incoming_peer(&self, hello: &frame::Hello) -> Option<usize> {
+        let Some(idx) = self.peers.iter().position(|p| p.sp == hello.sp) else {
+            log!(Level::Warn, "refused a connection from SP {}: not a configured peer", hello.sp);
+            return None;
+        };
+        if self.peers[idx].dials {
             log!(Level::Warn, "refused a connection from SP {}: this SP dials it (the lower id dials)", hello.sp);
-            s.shutdown();
-            return;
+            return None;
         }
-        self.serve(entry, s, hello, version, leftover);
+        Some(idx)
     }
 }
 
@@ -661,6 +783,8 @@ impl<U: Upcall> Cmi<U> {
                 dials: cfg.local < p.sp,
                 conn: Mutex::new(None),
                 changed: Condvar::new(),
+                serving: Mutex::new(Serving::default()),
+                served: Condvar::new(),
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -672,6 +796,7 @@ impl<U: Upcall> Cmi<U> {
             stop_mx: Mutex::new(()),
             stop_cv: Condvar::new(),
             epoch: AtomicU64::new(0),
+            arrivals: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
             stop_signal: stream::Waker::new()?,
         });
@@ -704,31 +829,15 @@ impl<U: Upcall> Cmi<U> {
             cmi.listener_addr = Some(actual);
             let poll_fd = listener.poll_fd().map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             let sh = shared.clone();
-            shared.spawn(format!("mps-listen-{}", cfg.local), move || {
-                loop {
-                    if let Some(fd) = poll_fd {
-                        // Wait for a connection or the stop signal, whatever
-                        // the state of the socket.
-                        let mut p = [sh.stop_signal.pollfd(), libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
-                        if let Err(e) = stream::poll(&mut p, None) {
-                            log!(Level::Error, "the listener's poll failed: {e}");
-                            if !sh.pause(Duration::from_millis(100)) {
-                                break;
-                            }
-                        }
-                        if p[0].revents != 0 {
-                            break;
-                        }
-                        if p[1].revents == 0 {
-                            continue;
-                        }
-                    }
+            shared.spawn(format!("mps-listen-{}", cfg.local), move || match poll_fd {
+                // Sockets: accepted, and their handshakes run, in one poll set.
+                Some(fd) => acceptor::run(&sh, &listener, fd),
+                None => loop {
                     let r = listener.accept(sh.cfg.socket_send_buffer);
                     if sh.stopping() {
                         break;
                     }
                     match r {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Ok(s) => {
                             let sh2 = sh.clone();
                             if let Err(e) = sh.spawn("mps-link".into(), move || sh2.accepted(s)) {
@@ -742,7 +851,7 @@ impl<U: Upcall> Cmi<U> {
                             }
                         }
                     }
-                }
+                },
             })?;
         }
         // The links' clocks (Conn::watch): heartbeats out when a link is idle,
@@ -826,6 +935,11 @@ impl<U: Upcall> Cmi<U> {
             wake();
         }
         for p in &self.shared.peers {
+            {
+                // A connection waiting for the one it replaces gives up.
+                let _s = p.serving.lock();
+                p.served.notify_all();
+            }
             let cur = p.conn.lock();
             if let Some(c) = cur.as_ref() {
                 // The reader notices the stop at once, sends what it must
