@@ -52,6 +52,7 @@ pub(crate) mod model {
     use std::time::{Duration, Instant};
 
     /// What a timed wait does under the model (see the module's comment).
+    #[cfg(test)]
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     pub(crate) enum Timeouts {
         /// A timed wait waits for a notification, like an untimed one.
@@ -67,6 +68,7 @@ pub(crate) mod model {
     }
 
     /// Sets what timed waits do in the models this thread runs next.
+    #[cfg(test)]
     pub(crate) fn set_timeouts(t: Timeouts) {
         AT_ONCE.with(|c| c.set(t == Timeouts::AtOnce));
     }
@@ -168,5 +170,26 @@ pub(crate) mod model {
         pub(crate) fn write(&self) -> loom::sync::RwLockWriteGuard<'_, T> {
             self.0.write().expect("a model thread panicked holding a lock")
         }
+    }
+
+    /// Runs `f` under loom, every interleaving with at most `bound` preemptions
+    /// (MPS_MODEL_PREEMPTIONS overrides it for every model), and says how many it
+    /// explored (scripts/model-check shows them).
+    #[cfg(test)]
+    pub(crate) fn check(name: &str, timeouts: Timeouts, bound: usize, f: impl Fn() + Sync + Send + 'static) {
+        let bound = std::env::var("MPS_MODEL_PREEMPTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(bound);
+        set_timeouts(timeouts);
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(bound);
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let r = runs.clone();
+        let started = std::time::Instant::now();
+        b.check(move || {
+            r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            f()
+        });
+        let n = runs.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("model {name}: {n} interleavings, preemption bound {bound}, {:.1} s", started.elapsed().as_secs_f64());
+        assert!(n > 1, "a model that explores one interleaving checks no concurrency");
     }
 }

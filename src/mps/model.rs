@@ -13,7 +13,7 @@
 
 use super::*;
 use crate::cmi::Upcall;
-use crate::sync::model::{set_timeouts, Timeouts};
+use crate::sync::model::{check, Timeouts};
 use loom::thread;
 use std::path::Path;
 
@@ -79,26 +79,6 @@ fn core() -> Arc<Core> {
     crate::log::set_threshold(0);
     let cfg = Config::embedded_default(SpId::a(1), Path::new("/nonexistent/mps-model")).expect("the embedded default");
     Core::new(Arc::new(cfg))
-}
-
-/// Runs `f` under loom, every interleaving with at most `bound` preemptions
-/// (MPS_MODEL_PREEMPTIONS overrides it for every model), and says how many it
-/// explored (scripts/model-check shows them).
-pub(crate) fn check(name: &str, timeouts: Timeouts, bound: usize, f: impl Fn() + Sync + Send + 'static) {
-    let bound = std::env::var("MPS_MODEL_PREEMPTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(bound);
-    set_timeouts(timeouts);
-    let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(bound);
-    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let r = runs.clone();
-    let started = std::time::Instant::now();
-    b.check(move || {
-        r.fetch_add(1, Ordering::Relaxed);
-        f()
-    });
-    let n = runs.load(Ordering::Relaxed);
-    eprintln!("model {name}: {n} interleavings, preemption bound {bound}, {:.1} s", started.elapsed().as_secs_f64());
-    assert!(n > 1, "a model that explores one interleaving checks no concurrency");
 }
 
 /// A session whose callback records every event; `inside` runs inside each
