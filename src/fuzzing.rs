@@ -100,7 +100,6 @@ impl Upcall for Recorder {
         r.confirmed.extend(entries);
     }
 
-    fn link_up(&self, _peer: SpId, _epoch: u64) {}
     fn link_down(&self, _peer: SpId, _epoch: u64) {}
 }
 
@@ -162,7 +161,7 @@ fn read_until_end(conn: &Conn, leftover: &[u8], peer: &InprocStream, up: &Record
 fn link_fed(input: &[u8], hello: &Hello) -> (Conn, InprocStream) {
     let (ours, peer) = InprocStream::pair();
     write_all_then_close(&peer, input);
-    (Conn::new(SpId::b(0), 1, hello, 1, Box::new(ours), &[]), peer)
+    (Conn::new(SpId::b(0), 1, hello, Box::new(ours), &[]), peer)
 }
 
 /// Writes all of `input` into the pipe (it holds 1 MiB, more than any fuzz
@@ -312,7 +311,7 @@ pub fn handshake(data: &[u8]) {
             assert!((frame::VERSION_MIN..=frame::VERSION_MAX).contains(&version));
             assert!((hello.version_min..=hello.version_max).contains(&version), "agreed version {version} outside the peer's range");
             assert!(data[frame_len..].starts_with(&leftover), "the leftover is not what followed the HELLO");
-            let conn = Conn::new(hello.sp, 1, &hello, version, Box::new(ours), &leftover);
+            let conn = Conn::new(hello.sp, 1, &hello, Box::new(ours), &leftover);
             let up = Recorder::default();
             read_until_end(&conn, &leftover, &peer, &up);
         }

@@ -17,6 +17,7 @@ pub mod mps;
 pub mod sp_id;
 pub mod status;
 pub(crate) mod sync;
+mod unwind;
 
 pub use config::{Address, Config, ConfigError};
 pub use mps::{Callback, CloseOutcome, Event, MessageBuf, Mps, ReceivedMessage, SessionId, SessionInfo, Timeout};

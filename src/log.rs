@@ -440,8 +440,10 @@ fn writer_main() {
     let _ = WRITER.set(std::thread::current());
     // Nothing here should panic, but if something does the log goes on.
     loop {
-        if catch_unwind(AssertUnwindSafe(writer_loop)).is_err() {
-            let _ = std::io::stderr().write_all(b"libmps error: the log thread recovered from a panic; lines may be lost\n");
+        if let Err(p) = catch_unwind(AssertUnwindSafe(writer_loop)) {
+            // Straight to stderr: this thread is the one that writes the log.
+            let line = format!("libmps error: thread mps-log panicked: {}; it goes on, and lines may be lost\n", crate::unwind::message(&*p));
+            let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }
 }

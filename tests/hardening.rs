@@ -228,10 +228,7 @@ fn a_confirmed_message_reaches_a_session_that_closes_and_reopens() {
 /// SP 0.A (which dials) linked to a 0.B the test plays over a raw Unix
 /// socket; `extra` is appended to 0.A's configuration.
 fn sp_a_with_raw_b(extra: &str) -> (TempDir, Mps, RawPeer) {
-    let dir = TempDir::new();
-    let pb = dir.0.join("b.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
-    let ma = sp_with_peer_at("0.A", None, "0.B", &pb, extra);
+    let (dir, listener, ma) = sp_a_with_listener(extra);
     let fake = RawPeer::accept(&listener, B);
     ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
     (dir, ma, fake)

@@ -145,18 +145,6 @@ fn a_lost_link_fails_in_flight_messages_once_and_comes_back() {
     assert_eq!(mb.receive(sb, Timeout::Test, 0).unwrap().data, b"marker");
 }
 
-/// A fake peer on a Unix socket: accepts 0.A's connection and answers HELLO as 0.B.
-fn fake_peer(listener: &std::os::unix::net::UnixListener) -> std::os::unix::net::UnixStream {
-    let (mut s, _) = listener.accept().unwrap();
-    let mut hello = [0u8; 40];
-    s.read_exact(&mut hello).unwrap();
-    let h = mps::cmi::frame::Hello::decode(&hello[8..]).unwrap();
-    assert_eq!(h.sp, A);
-    let mine = mps::cmi::frame::Hello { sp: B, ..h };
-    s.write_all(&mine.encode()).unwrap();
-    s
-}
-
 /// Reads `s` to its end: the SP closed its side (a reset counts too, when
 /// the SP closed with bytes of ours unread). Fails the test after 30 s.
 fn read_until_closed(s: &mut std::os::unix::net::UnixStream) {
@@ -169,21 +157,10 @@ fn read_until_closed(s: &mut std::os::unix::net::UnixStream) {
     }
 }
 
-/// SP 0.A whose peer 0.B is a Unix listener the test plays itself; `extra`
-/// is appended to the configuration (tables of limits, heartbeat, ...).
-fn sp_a_with_fake_b(extra: &str) -> (TempDir, std::os::unix::net::UnixListener, Mps) {
-    let dir = TempDir::new();
-    let pb = dir.0.join("b.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
-    let text = format!("sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:{}\"\n{extra}", pb.display());
-    let ma = Mps::start(mps::Config::from_toml(&text, "t").unwrap()).unwrap();
-    (dir, listener, ma)
-}
-
 #[test]
 fn a_silent_peer_is_declared_dead_and_in_flight_sends_fail() {
-    let (_dir, listener, ma) = sp_a_with_fake_b("[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 300\n");
-    let _silent = fake_peer(&listener);
+    let (_dir, listener, ma) = sp_a_with_listener("[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 300\n");
+    let _silent = RawPeer::accept(&listener, B).s;
     ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
     let s = ma.open(None, 0, 0, "Silent", 0).unwrap();
     let t0 = std::time::Instant::now();
@@ -195,7 +172,7 @@ fn a_silent_peer_is_declared_dead_and_in_flight_sends_fail() {
 #[test]
 fn hostile_frames_end_the_link_without_harm_and_it_redials() {
     let (_dir, listener, ma) =
-        sp_a_with_fake_b("[limits]\nmax_message_size = 16\n[reconnect]\ninitial_backoff_ms = 5\nmax_backoff_ms = 50\n");
+        sp_a_with_listener("[limits]\nmax_message_size = 16\n[reconnect]\ninitial_backoff_ms = 5\nmax_backoff_ms = 50\n");
     // A message one byte over max_message_size (16): name "x", 17-byte payload.
     let mut over = vec![42u8, 0, 0, 0, 2, 0, 0, 0];
     over.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, b'x']);
@@ -212,24 +189,20 @@ fn hostile_frames_end_the_link_without_harm_and_it_redials() {
         &[30, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 200, 0, 0, 0, 0, 0, 0, 0, 0, 0],
     ];
     for bytes in hostile {
-        let mut s = fake_peer(&listener);
+        let mut s = RawPeer::accept(&listener, B).s;
         s.write_all(bytes).unwrap();
         // The link ends: the SP closes its end, and we read EOF.
         read_until_closed(&mut s);
     }
     // Still alive, and still redialing: one more good handshake.
-    let _ok = fake_peer(&listener);
+    let _ok = RawPeer::accept(&listener, B).s;
     ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
 }
 
 #[test]
 fn a_stranger_answering_with_the_wrong_id_is_refused() {
-    let (_dir, listener, ma) = sp_a_with_fake_b("");
-    let (mut s, _) = listener.accept().unwrap();
-    let mut hello = [0u8; 40];
-    s.read_exact(&mut hello).unwrap();
-    let h = mps::cmi::frame::Hello::decode(&hello[8..]).unwrap();
-    s.write_all(&mps::cmi::frame::Hello { sp: SpId::a(5), ..h }.encode()).unwrap();
+    let (_dir, listener, ma) = sp_a_with_listener("");
+    let mut s = RawPeer::accept(&listener, SpId::a(5)).s;
     read_until_closed(&mut s);
     assert_eq!(ma.wait_for_peer(B, Some(Duration::from_millis(0))), Err(Status::STATUS_TIMEOUT));
 }
@@ -392,8 +365,8 @@ fn a_backlog_of_large_asynchronous_messages_arrives_whole_and_in_order() {
 /// does not hang on the writer.
 #[test]
 fn a_peer_that_stops_reading_cannot_wedge_the_writer() {
-    let (_dir, listener, ma) = sp_a_with_fake_b("[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 400\n[limits]\nmax_message_size = 1048576\n");
-    let _deaf = fake_peer(&listener);
+    let (_dir, listener, ma) = sp_a_with_listener("[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 400\n[limits]\nmax_message_size = 1048576\n");
+    let _deaf = RawPeer::accept(&listener, B).s;
     ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
     let (cb, events) = channel_callback();
     let s = ma.open(Some(cb), 0, 0, "Deaf", 0).unwrap();
@@ -420,8 +393,8 @@ fn a_peer_that_stops_reading_cannot_wedge_the_writer() {
 /// takes its bound (the dead-peer timeout, 1 s) and then the send fails.
 #[test]
 fn shutdown_ends_a_synchronous_send_that_is_reading_the_link() {
-    let (_dir, listener, ma) = sp_a_with_fake_b("[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 1000\n");
-    let peer = fake_peer(&listener);
+    let (_dir, listener, ma) = sp_a_with_listener("[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 1000\n");
+    let peer = RawPeer::accept(&listener, B).s;
     ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
     // The fake peer's heartbeats, until A closes the link.
     let mut hb = peer.try_clone().unwrap();
@@ -693,8 +666,8 @@ fn a_synchronous_send_completes_under_a_flood_that_never_pauses_at_a_frame_bound
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{mpsc, Arc};
     const PAYLOAD: usize = 0;
-    let (_dir, listener, ma) = sp_a_with_fake_b("[heartbeat]\ninterval_ms = 50\ndead_peer_timeout_ms = 2000\n");
-    let peer = fake_peer(&listener);
+    let (_dir, listener, ma) = sp_a_with_listener("[heartbeat]\ninterval_ms = 50\ndead_peer_timeout_ms = 2000\n");
+    let peer = RawPeer::accept(&listener, B).s;
     ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
     let flood_a = ma.open(Some(Arc::new(|_| {})), 0, 0, "Flood", 0).unwrap();
     let sync_a = ma.open(None, 0, 0, "Sync", 0).unwrap();

@@ -1,17 +1,21 @@
-//! One link to one peer SP: its outbound queue and the thread that reads it.
+//! One link to one peer SP: its outbound queue, its writer, and its reader.
 //!
 //! Writes: a sender appends its frame to the link's queue and, unless a
 //! backlog is already being drained, writes it at once with a non-blocking
 //! `sendmsg` (no thread hand-off on the common path). What does not fit is
-//! left for the link's writer thread, which waits for the socket to drain.
-//! Every write happens under the queue lock, so when the link dies and the
-//! queue is cleared, no payload is referenced any more.
+//! left for the link's writer thread (`Conn::writer_loop`), which waits for
+//! the socket to drain. A write from the queue happens under its lock, and
+//! the writer's own writes use shares of the payloads, so when the link dies
+//! and the queue is cleared, nothing is freed under a write.
 //!
-//! Reads: one thread per link reads frames, hands messages up (the MPS layer
-//! queues them and says what to confirm), and sends the confirmations of all
-//! the messages one read brought in as one `CONFIRM` frame. The same thread
-//! sends heartbeats when the link is idle and declares the peer dead when
-//! nothing has arrived for the dead-peer timeout.
+//! Reads: one thread at a time reads a link (`read_stint`): its own thread,
+//! or an API thread waiting on it (a synchronous send's confirmation, a
+//! receive), which takes the read role over (`Cmi::wait_on_link`). The reader
+//! hands messages up (the MPS layer queues them and says what to confirm),
+//! and sends the confirmations of all the messages one read brought in as one
+//! `CONFIRM` frame. Under `Cmi` readers keep no clocks: the SP's watch thread
+//! (`Conn::watch`) sends the heartbeats when the link is idle and ends a
+//! link whose peer is silent, makes no progress, or does not read.
 
 use super::frame::{self, Hello, Kind, MessageHead, MAX_MESSAGE_HEAD, PREFIX_LEN};
 use super::stream::{Stream, MAX_IOV};
@@ -186,8 +190,6 @@ pub struct Conn {
     pub(crate) epoch: u64,
     /// The largest message the peer accepts (from its HELLO).
     pub(crate) peer_max_message: u32,
-    #[allow(dead_code)]
-    pub(crate) version: u16,
     stream: Box<dyn Stream>,
     out: Mutex<OutQueue>,
     writer_wake: Condvar,
@@ -212,6 +214,12 @@ pub struct Conn {
     pub(crate) rx: Mutex<RxCtx>,
     /// Who reads, and who waits to.
     pub(crate) read_role: ReadRole,
+    /// Test hook: the next CONFIRM frame a library thread reads on this
+    /// link panics before it is handled (`read_one_frame`).
+    #[cfg(test)]
+    pub(crate) panic_at_next_confirm: AtomicBool,
+    #[cfg(test)]
+    pub(crate) panic_at_next_confirm_on_api_thread: AtomicBool,
 }
 
 /// Who holds a link's read role.
@@ -312,6 +320,21 @@ impl ReadRole {
         }
     }
 
+    /// A reader (`by`) that panicked in its stint lets the role go (8.15): the
+    /// caller has killed the link; `ended` (from an API thread) tells the
+    /// link's thread why, so that it tears the link down; a waiting thread
+    /// takes the role and sees the link ended.
+    pub(crate) fn abandon(&self, by: Holder, ended: Option<EndReason>) {
+        let mut role = self.state.lock();
+        if role.holder == by {
+            role.holder = Holder::Nobody;
+        }
+        if let Some(reason) = ended {
+            role.ended = Some(reason);
+        }
+        self.cv.notify_all();
+    }
+
     /// An API thread waits for `done()` on a link (its synchronous send's
     /// confirmation, or a message for its receive): it reads the link itself
     /// when it can (`read()`: one stint until `done()`, which says whether
@@ -388,12 +411,11 @@ impl ReadRole {
 }
 
 impl Conn {
-    pub(crate) fn new(peer: SpId, epoch: u64, hello: &Hello, version: u16, stream: Box<dyn Stream>, leftover: &[u8]) -> Conn {
+    pub(crate) fn new(peer: SpId, epoch: u64, hello: &Hello, stream: Box<dyn Stream>, leftover: &[u8]) -> Conn {
         Conn {
             peer,
             epoch,
             peer_max_message: hello.max_message,
-            version,
             stream,
             out: Mutex::new(OutQueue {
                 frames: VecDeque::new(),
@@ -413,6 +435,10 @@ impl Conn {
             killed: AtomicBool::new(false),
             rx: Mutex::new(RxCtx::new(leftover)),
             read_role: ReadRole::default(),
+            #[cfg(test)]
+            panic_at_next_confirm: AtomicBool::new(false),
+            #[cfg(test)]
+            panic_at_next_confirm_on_api_thread: AtomicBool::new(false),
         }
     }
 
@@ -519,7 +545,8 @@ impl Conn {
     /// `CONFIRM_BACKLOG_HIGH`, until they are down to `CONFIRM_BACKLOG_LOW`,
     /// the link dies, the reader is interrupted (`interrupt`: shutdown, or an
     /// API thread that wants the read role) or `until()` says stop. Reading no
-    /// more meanwhile is what bounds them. `Ok(true)`: read on.
+    /// more meanwhile is what bounds them. True: read on; false: the wait
+    /// ended for one of the other reasons.
     fn wait_for_room(&self, until: &dyn Fn() -> bool, stop: &AtomicBool) -> bool {
         let mut q = self.out.lock();
         if q.confirm_bytes < CONFIRM_BACKLOG_HIGH {
@@ -741,7 +768,17 @@ impl Conn {
     /// per socket buffer's worth. What it writes from are copies of the small
     /// parts and shares of the payloads, so a link that dies meanwhile may
     /// drop its queue: nothing is freed under the write.
+    ///
+    /// A panic in it (a bug) ends the link, as a failed write does: the
+    /// reader then returns and the link's sends fail (crate::unwind).
     pub(crate) fn writer_loop(&self, poll_interval: Duration) {
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write_backlogs(poll_interval))) {
+            let reason = crate::unwind::report(&*p, &format!("the link to SP {} ends", self.peer));
+            self.kill(&reason);
+        }
+    }
+
+    fn write_backlogs(&self, poll_interval: Duration) {
         let mut snap = Snapshot::default();
         loop {
             {
@@ -1019,6 +1056,14 @@ impl RxCtx {
         rb.end = leftover.len();
         RxCtx { rb }
     }
+
+    /// Drops the bytes read and not yet handled: after a reader panicked
+    /// halfway through them, nobody may handle them again (the link is
+    /// killed; the next reader sees that at its first wait).
+    pub(crate) fn discard(&mut self) {
+        self.rb.start = 0;
+        self.rb.end = 0;
+    }
 }
 
 /// How a stint of reading ended.
@@ -1029,8 +1074,11 @@ pub(crate) enum Stint {
     Ended(EndReason),
 }
 
-/// Reads frames until `until()` says stop (it is asked at every frame
-/// boundary, and whenever a wait there ends without data) or the link ends. Confirmations owed are
+/// Reads frames until `until()` says stop or the link ends. `until()` is
+/// asked at every frame boundary (also between frames that one read brought
+/// in: issue 8.16(a)), again whenever a wait for more bytes ends without any
+/// (an interrupt, or `read_wait` passed), and while the reader is paused by
+/// back-pressure (`Conn::wait_for_room`); never inside a frame. Confirmations owed are
 /// always sent before it returns. An `uninterruptible` reader (one whose wait
 /// only the link's own bytes can end: a synchronous send's confirmation)
 /// waits on the socket alone, not on the interrupt too; a kill (dead peer,
@@ -1124,6 +1172,19 @@ fn read_one_frame<U: Upcall>(
         Kind::Heartbeat => rb.consume(PREFIX_LEN),
         Kind::Hello => return Err("malformed frame: a second HELLO".into()),
         Kind::Confirm => {
+            // The test hook fires on the library's own threads ("mps-..."),
+            // not on an API thread that happens to hold the read role.
+            #[cfg(test)]
+            if std::thread::current().name().is_some_and(|n| n.starts_with("mps-")) && r.conn.panic_at_next_confirm.swap(false, Ordering::AcqRel) {
+                panic!("injected fault: a panic while handling a CONFIRM from SP {}", r.conn.peer);
+            }
+            // Its twin for an API thread holding the read role.
+            #[cfg(test)]
+            if !std::thread::current().name().is_some_and(|n| n.starts_with("mps-"))
+                && r.conn.panic_at_next_confirm_on_api_thread.swap(false, Ordering::AcqRel)
+            {
+                panic!("injected fault: a panic on an API thread while handling a CONFIRM from SP {}", r.conn.peer);
+            }
             r.fill(rb, PREFIX_LEN + body_len)?;
             let body = &rb.available()[PREFIX_LEN..PREFIX_LEN + body_len];
             {
@@ -1354,7 +1415,6 @@ mod tests {
                 let _ = self.confirmed.lock().send((id, st));
             }
         }
-        fn link_up(&self, _peer: SpId, _epoch: u64) {}
         fn link_down(&self, _peer: SpId, _epoch: u64) {}
     }
 
@@ -1368,8 +1428,8 @@ mod tests {
     fn a_message_is_delivered_whole_and_confirmed() {
         let (a, b) = InprocStream::pair();
         let hello = params().hello();
-        let sender = Arc::new(Conn::new(SpId::b(0), 1, &hello, 1, Box::new(a), &[]));
-        let receiver = Arc::new(Conn::new(SpId::a(0), 1, &hello, 1, Box::new(b), &[]));
+        let sender = Arc::new(Conn::new(SpId::b(0), 1, &hello, Box::new(a), &[]));
+        let receiver = Arc::new(Conn::new(SpId::a(0), 1, &hello, Box::new(b), &[]));
         let (rec, confirmations, deliveries) = recorder2();
         let up = Arc::new(rec);
         let (rcv, up2) = (receiver.clone(), up.clone());
@@ -1398,17 +1458,61 @@ mod tests {
     #[test]
     fn a_garbage_frame_ends_the_link_with_a_reason() {
         let (a, b) = InprocStream::pair();
-        let conn = Conn::new(SpId::a(0), 1, &params().hello(), 1, Box::new(b), &[]);
+        let conn = Conn::new(SpId::a(0), 1, &params().hello(), Box::new(b), &[]);
         a.write_nonblocking(&[IoSlice::new(&[0xff; 16])]).unwrap();
         let (up, _c) = recorder();
         let why = run_reader(&conn, params(), &up, vec![], &NO_STOP);
         assert!(why.contains("malformed"), "{why}");
     }
 
+    /// A stream whose socket never has room, and whose blocking write panics
+    /// (a bug in the writer's path).
+    struct PanickyWriter;
+    impl Stream for PanickyWriter {
+        fn read_timeout(&self, _buf: &mut [u8], _timeout: Duration) -> io::Result<Option<usize>> {
+            Ok(None)
+        }
+        fn write_nonblocking(&self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        fn write_blocking(&self, _bufs: &[IoSlice<'_>], _timeout: Duration) -> io::Result<usize> {
+            panic!("injected fault: a panic in the writer's write");
+        }
+        fn wait_writable(&self, _timeout: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn shutdown(&self) {}
+        fn shutdown_write(&self) {}
+        fn interrupt(&self) {}
+    }
+
+    /// 8.15: a panic on a link's writer thread ends the link at once (its
+    /// reader returns, its sends fail through link_down), instead of leaving
+    /// a link that looks up with a backlog nobody writes.
+    #[test]
+    fn a_panic_on_the_writer_thread_ends_the_link() {
+        let conn = Arc::new(Conn::new(SpId::a(0), 1, &params().hello(), Box::new(PanickyWriter), &[]));
+        let w = conn.clone();
+        let writer = std::thread::Builder::new().name("mps-write-test".into()).spawn(move || w.writer_loop(Duration::from_millis(10))).unwrap();
+        let h = MessageHead { id: 1, conduit: 0, domain: 0, tag: 0, mode: frame::MODE_SYNC };
+        conn.send_message(&h, b"m", Arc::new(vec![0u8; 8]), 8, false).unwrap();
+        let t0 = Instant::now();
+        while !writer.is_finished() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the writer thread neither wrote nor returned");
+            std::thread::yield_now();
+        }
+        assert!(writer.join().is_ok(), "the writer's panic was not caught");
+        assert!(!conn.is_up(), "the link still looks up after its writer panicked");
+        assert!(conn.send_message(&h, b"m", Arc::new(vec![]), 0, false).is_err(), "a send was queued on a link nobody writes");
+        let (up, _c) = recorder();
+        let why = run_reader(&conn, params(), &up, vec![], &NO_STOP);
+        assert!(why.contains("panicked") && why.contains("mps-write-test"), "{why}");
+    }
+
     #[test]
     fn a_silent_peer_is_declared_dead() {
         let (_a, b) = InprocStream::pair();
-        let conn = Conn::new(SpId::a(0), 1, &params().hello(), 1, Box::new(b), &[]);
+        let conn = Conn::new(SpId::a(0), 1, &params().hello(), Box::new(b), &[]);
         let (up, _c) = recorder();
         let p = LinkParams { dead_timeout: Duration::from_millis(200), ..params() };
         let t0 = Instant::now();

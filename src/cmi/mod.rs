@@ -19,7 +19,7 @@ use crate::config::{Address, Config};
 use crate::log::{log, Level};
 use crate::sp_id::SpId;
 use crate::status::Status;
-use link::LinkParams;
+use link::{Holder, LinkParams};
 use once_cell::sync::Lazy;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
@@ -69,8 +69,6 @@ pub trait Upcall: Send + Sync + 'static {
     /// in one CONFIRM frame: the batch is handed over whole so that the
     /// completions it makes are delivered with one wake-up, not one each.
     fn confirmed(&self, from: SpId, epoch: u64, entries: &mut dyn Iterator<Item = (u64, Status)>);
-    /// A link to `peer` came up.
-    fn link_up(&self, peer: SpId, epoch: u64);
     /// The link `epoch` to `peer` is gone; its unconfirmed messages are lost.
     fn link_down(&self, peer: SpId, epoch: u64);
 }
@@ -433,12 +431,38 @@ impl<U: Upcall> Shared<U> {
         self.peers.iter().find(|p| p.sp == sp)
     }
 
+    /// Starts a CMI thread (joined at shutdown). A panic in `f` is caught
+    /// and logged, and the thread ends (crate::unwind).
     fn spawn(self: &Arc<Self>, name: String, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        let h = std::thread::Builder::new().name(name).spawn(f)?;
+        let h = std::thread::Builder::new().name(name).spawn(move || crate::unwind::caught("the thread ends", f))?;
         let mut t = self.threads.lock();
         t.retain(|h| !h.is_finished());
         t.push(h);
         Ok(())
+    }
+
+    /// Like `spawn`, for a thread the SP cannot do without (dialing a peer,
+    /// the links' clocks): after a panic `f` runs again, 100 ms later, unless
+    /// the SP is stopping.
+    fn spawn_restarting(self: &Arc<Self>, name: String, f: impl Fn() + Send + 'static) -> io::Result<()> {
+        let sh = self.clone();
+        self.spawn(name, move || crate::unwind::restarting(f, || sh.pause(Duration::from_millis(100))))
+    }
+
+    /// `link_thread_reads`, with a panic on the way (in the frame handling or
+    /// an upcall: a bug) made an end of the link like any other: the link is
+    /// killed, what was read and not handled is dropped (the frame that
+    /// panicked among it), the read role is handed back (an API thread
+    /// waiting for it takes it and sees the link ended), and `serve` tears
+    /// the link down, failing its in-flight sends (`link_down`).
+    fn link_thread_reads_caught(&self, conn: &Arc<Conn>) -> link::EndReason {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.link_thread_reads(conn))).unwrap_or_else(|p| {
+            let reason = crate::unwind::report(&*p, &format!("the link to SP {} ends", conn.peer));
+            conn.kill(&reason);
+            conn.rx.lock().discard();
+            conn.read_role.abandon(Holder::LinkThread, None);
+            reason
+        })
     }
 
     /// Waits `d` or until shutdown; false when shutting down.
@@ -512,7 +536,7 @@ impl<U: Upcall> Shared<U> {
         };
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
         let sndbuf = stream.send_buffer().map(|n| format!(", send buffer {n} bytes")).unwrap_or_default();
-        let conn = Arc::new(Conn::new(entry.sp, epoch, &hello, version, stream, &leftover));
+        let conn = Arc::new(Conn::new(entry.sp, epoch, &hello, stream, &leftover));
         {
             let mut cur = entry.conn.lock();
             // What it replaces is over (take_for_service).
@@ -523,14 +547,13 @@ impl<U: Upcall> Shared<U> {
             entry.changed.notify_all();
         }
         log!(Level::Info, "link to SP {} up (protocol version {version}, epoch {epoch}{sndbuf})", entry.sp);
-        self.up.link_up(entry.sp, epoch);
         let w = conn.clone();
         let interval = self.params.heartbeat;
         let writer = std::thread::Builder::new()
             .name(format!("mps-write-{}", entry.sp))
             .spawn(move || w.writer_loop(interval));
         let reason = match &writer {
-            Ok(_) => self.link_thread_reads(&conn),
+            Ok(_) => self.link_thread_reads_caught(&conn),
             Err(e) => format!("cannot start the link's writer thread: {e}"),
         };
         if self.stopping() {
@@ -574,9 +597,25 @@ impl<U: Upcall> Shared<U> {
     /// can (`ReadRole::wait_on_link`); `block()` waits for `done()` otherwise.
     fn wait_on_link(&self, conn: &Arc<Conn>, done: &dyn Fn() -> bool, block: &dyn Fn(), uninterruptible: bool) {
         conn.read_role.wait_on_link(done, block, &|| conn.interrupt(), || {
-            let mut ctx = conn.rx.lock();
-            let stint = link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done, uninterruptible);
-            (stint, ctx.has_buffered())
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut ctx = conn.rx.lock();
+                let stint = link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done, uninterruptible);
+                (stint, ctx.has_buffered())
+            }));
+            match read {
+                Ok(r) => r,
+                Err(p) => {
+                    // A bug while this API thread read the link (8.15): the link
+                    // ends (its sends fail through link_down, the link's thread
+                    // tears it down), the role is free again, and the panic goes
+                    // on to the caller (the C boundary turns it into a status).
+                    let reason = crate::unwind::report(&*p, &format!("the link to SP {} ends", conn.peer));
+                    conn.kill(&reason);
+                    conn.rx.lock().discard();
+                    conn.read_role.abandon(Holder::ApiThread, Some(reason));
+                    std::panic::resume_unwind(p);
+                }
+            }
         });
     }
 
@@ -759,7 +798,7 @@ impl<U: Upcall> Cmi<U> {
         // heartbeats leave at most 1.5 intervals apart (the dead-peer timeout
         // is at least two).
         let sh = shared.clone();
-        shared.spawn(format!("mps-watch-{}", cfg.local), move || {
+        shared.spawn_restarting(format!("mps-watch-{}", cfg.local), move || {
             let period = (sh.params.heartbeat / 2).max(Duration::from_millis(1));
             while sh.pause(period) {
                 for p in &sh.peers {
@@ -773,7 +812,7 @@ impl<U: Upcall> Cmi<U> {
         for (i, p) in shared.peers.iter().enumerate() {
             if p.dials {
                 let sh = shared.clone();
-                shared.spawn(format!("mps-dial-{}", p.sp), move || sh.dial_loop(i))?;
+                shared.spawn_restarting(format!("mps-dial-{}", p.sp), move || sh.dial_loop(i))?;
             }
         }
         Ok(cmi)

@@ -26,8 +26,9 @@ pub(crate) trait Stream: Send + Sync {
         self.read_timeout(buf, Duration::MAX)
     }
     /// Like `read_timeout`, but appends to `v` (at most `max` bytes, within
-    /// its spare capacity): a large message is read straight into its own
-    /// allocation, with no copy and no zero-filling first.
+    /// its spare capacity). Through a bounce buffer: for the in-process pipe,
+    /// which copies anyway; a socket reads a payload straight into its own
+    /// allocation (`SocketStream::read_rest_append`).
     fn read_timeout_append(&self, v: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<Option<usize>> {
         let mut chunk = [0u8; 16384];
         let n = max.min(chunk.len()).min(v.capacity() - v.len());
@@ -221,33 +222,6 @@ impl Stream for SocketStream {
 
     fn read_uninterruptible(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         self.read_polled(buf, Duration::MAX, 1)
-    }
-
-    fn read_timeout_append(&self, v: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<Option<usize>> {
-        let n = max.min(v.capacity() - v.len());
-        loop {
-            match self.poll(libc::POLLIN, timeout)? {
-                Ready::Socket => {}
-                Ready::Interrupted | Ready::TimedOut => return Ok(None),
-            }
-            let spare = v.spare_capacity_mut();
-            // SAFETY: `spare` is the vector's uninitialized capacity, at least
-            // `n` bytes, valid for writes for the duration of the call; the
-            // kernel writes at most `n` bytes into it.
-            let r = unsafe { libc::recv(self.fd.as_raw_fd(), spare.as_mut_ptr().cast(), n, libc::MSG_DONTWAIT) };
-            if r >= 0 {
-                let r = r as usize;
-                // SAFETY: the kernel initialized the first `r` (<= n) bytes of
-                // the spare capacity.
-                unsafe { v.set_len(v.len() + r) };
-                return Ok(Some(r));
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => continue,
-                _ => return Err(e),
-            }
-        }
     }
 
     fn read_rest_append(&self, v: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<Option<usize>> {

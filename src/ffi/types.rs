@@ -203,7 +203,7 @@ pub type PMPS_LOG_ROUTINE =
 pub const MPS_MAX_MAILBOX_NAME: ULONG = 64;
 
 // Layout guards (wasmtime's habit): a change to a frozen layout fails the build.
-// The C side asserts the same numbers in c_tests/test_layout.c.
+// The C side asserts the same numbers in c_tests/layout_static.c.
 #[cfg(target_pointer_width = "64")]
 const _: () = {
     use std::mem::{offset_of, size_of};

@@ -27,6 +27,10 @@ pub(crate) struct Dispatcher {
     q: Mutex<RunQueue>,
     cv: Condvar,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Test hook: the next worker to take a session panics before it runs
+    /// any of its events.
+    #[cfg(test)]
+    pub(crate) panic_at_next_batch: std::sync::atomic::AtomicBool,
 }
 
 impl Dispatcher {
@@ -36,6 +40,8 @@ impl Dispatcher {
             q: Mutex::new(RunQueue { sessions: VecDeque::new(), stop: false, idle: 0 }),
             cv: Condvar::new(),
             threads: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            panic_at_next_batch: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -113,7 +119,16 @@ impl Dispatcher {
     }
 }
 
+/// A callback thread. A panic in the library's code on it (a bug: a client
+/// callback's own panic is caught where it runs, `Core::run_event`) is caught
+/// per session: it is logged, the session is handed back (to the run queue
+/// while it has events, so none is stranded), and the thread goes on; a
+/// panic outside a session's turn starts the loop again (crate::unwind).
 pub(super) fn worker(core: &Arc<Core>) {
+    crate::unwind::restarting(|| worker_loop(core), || !core.dispatcher.q.lock().stop);
+}
+
+fn worker_loop(core: &Arc<Core>) {
     loop {
         let s = {
             let mut q = core.dispatcher.q.lock();
@@ -129,35 +144,66 @@ pub(super) fn worker(core: &Arc<Core>) {
                 q.idle -= 1;
             }
         };
-        let mut ran = 0;
-        let mut st = s.st.lock();
-        loop {
-            match st.events.pop_front() {
-                Some(ev) if ran < BATCH => {
-                    core.dispatcher.queued.fetch_sub(1, Ordering::Relaxed);
-                    // Counted as running until it returns: a close meanwhile
-                    // is pending (its CloseCompleted comes after this callback).
-                    st.running = true;
-                    drop(st);
-                    core.run_event(&s, ev);
-                    ran += 1;
-                    st = s.st.lock();
-                    st.running = false;
-                }
-                Some(ev) => {
-                    // Fairness: back of the queue, still scheduled.
-                    st.events.push_front(ev);
-                    drop(st);
-                    core.dispatcher.push(s.clone());
-                    break;
-                }
-                None => {
-                    st.scheduled = false;
-                    // The last event may have been what a pending close waited for.
-                    core.maybe_finish_close_pub(&s, &mut st);
-                    break;
-                }
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_turn(core, &s))) {
+            crate::unwind::report(&*p, &format!("the event being run for session {:#x}, if any, is lost; its other events are run", s.id.0));
+            hand_back(core, &s);
+        }
+    }
+}
+
+/// One turn of a session taken off the run queue: a batch of its events.
+fn run_turn(core: &Arc<Core>, s: &Arc<Session>) {
+    #[cfg(test)]
+    if core.dispatcher.panic_at_next_batch.swap(false, Ordering::AcqRel) {
+        panic!("injected fault: a panic in a callback thread before it runs session {:#x}'s events", s.id.0);
+    }
+    let mut ran = 0;
+    let mut st = s.st.lock();
+    loop {
+        match st.events.pop_front() {
+            Some(ev) if ran < BATCH => {
+                core.dispatcher.queued.fetch_sub(1, Ordering::Relaxed);
+                // Counted as running until it returns: a close meanwhile
+                // is pending (its CloseCompleted comes after this callback).
+                st.running = true;
+                drop(st);
+                core.run_event(s, ev);
+                ran += 1;
+                st = s.st.lock();
+                st.running = false;
+            }
+            Some(ev) => {
+                // Fairness: back of the queue, still scheduled.
+                st.events.push_front(ev);
+                drop(st);
+                core.dispatcher.push(s.clone());
+                return;
+            }
+            None => {
+                st.scheduled = false;
+                // The last event may have been what a pending close waited for.
+                core.maybe_finish_close_pub(s, &mut st);
+                return;
             }
         }
+    }
+}
+
+/// After a panic in `run_turn`: the session is no longer running a
+/// callback, and goes back to the run queue if it has events left (it is
+/// still `scheduled`, so nobody else queued it), or is left unscheduled.
+fn hand_back(core: &Arc<Core>, s: &Arc<Session>) {
+    let mut st = s.st.lock();
+    st.running = false;
+    if !st.scheduled {
+        // The turn had ended (`scheduled` cleared): someone else may own it now.
+        return;
+    }
+    if st.events.is_empty() {
+        st.scheduled = false;
+        core.maybe_finish_close_pub(s, &mut st);
+    } else {
+        drop(st);
+        core.dispatcher.push(s.clone());
     }
 }

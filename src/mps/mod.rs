@@ -7,6 +7,9 @@ mod dispatch;
 mod session;
 #[cfg(all(test, loom))]
 mod model;
+// Real SPs and statics: not for the model checker's build (--cfg loom).
+#[cfg(all(test, not(loom)))]
+mod panic_tests;
 
 pub use buffer::MessageBuf;
 pub use session::MAX_SESSIONS;
@@ -255,7 +258,6 @@ impl Upcall for Up {
             c.confirmed(from, epoch, entries)
         }
     }
-    fn link_up(&self, _peer: SpId, _epoch: u64) {}
     fn link_down(&self, peer: SpId, epoch: u64) {
         if let Some(c) = self.0.upgrade() {
             c.link_down(peer, epoch)

@@ -202,6 +202,17 @@ pub fn sp_with_peer_at(me: &str, listen_path: Option<&std::path::Path>, peer: &s
     Mps::start(Config::from_toml(&text, "test").expect("test configuration is valid")).unwrap()
 }
 
+/// SP 0.A (which dials) whose peer 0.B is a Unix listener, in a new
+/// directory, that the test plays itself (`RawPeer::accept`); `extra` is
+/// appended to 0.A's configuration.
+pub fn sp_a_with_listener(extra: &str) -> (TempDir, std::os::unix::net::UnixListener, Mps) {
+    let dir = TempDir::new();
+    let pb = dir.0.join("b.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&pb).unwrap();
+    let ma = sp_with_peer_at("0.A", None, "0.B", &pb, extra);
+    (dir, listener, ma)
+}
+
 /// Runs `f` on a thread and fails the test if it has not returned within `limit`.
 pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
