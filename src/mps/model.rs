@@ -205,7 +205,7 @@ fn assert_callback_run(seen: &[Seen], sent: bool, arrived: bool) {
 /// the MessageReceived of a message it confirmed, the CloseCompleted of a
 /// pending close.
 fn all_delivered(seen: &[Seen], sent: bool) -> bool {
-    let entered = |k: Kind| seen.iter().any(|s| *s == Seen::Enter(k));
+    let entered = |k: Kind| seen.contains(&Seen::Enter(k));
     let sent_seen = seen.iter().any(|s| matches!(s, Seen::Enter(Kind::Sent(_))));
     let pending = seen
         .iter()
