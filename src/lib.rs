@@ -16,6 +16,7 @@ pub mod log;
 pub mod mps;
 pub mod sp_id;
 pub mod status;
+pub(crate) mod sync;
 mod unwind;
 
 pub use config::{Address, Config, ConfigError};

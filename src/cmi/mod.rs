@@ -460,11 +460,7 @@ impl<U: Upcall> Shared<U> {
             let reason = crate::unwind::report(&*p, &format!("the link to SP {} ends", conn.peer));
             conn.kill(&reason);
             conn.rx.lock().discard();
-            let mut role = conn.role.lock();
-            if role.holder == Holder::LinkThread {
-                role.holder = Holder::Nobody;
-            }
-            conn.role_cv.notify_all();
+            conn.read_role.abandon(Holder::LinkThread, None);
             reason
         })
     }
@@ -584,145 +580,43 @@ impl<U: Upcall> Shared<U> {
         self.up.link_down(entry.sp, epoch);
     }
 
-    /// The link's own thread: reads whenever no API thread does (seed FIG. 8A
-    /// processing, confirmations, heartbeats), hands the read role to an API
-    /// thread that asks for it, and takes it back when nobody reads: at once
-    /// when an API thread stops reading while others still wait on the link,
-    /// and otherwise after UNATTENDED at the latest, so that unsolicited frames
-    /// are never left unread for long.
+    /// The link's own thread: reads whenever no API thread does, hands the
+    /// read role over and takes it back (`ReadRole::run_link_thread`).
     fn link_thread_reads(&self, conn: &Arc<Conn>) -> link::EndReason {
-        loop {
-            {
-                let mut role = conn.role.lock();
-                loop {
-                    if let Some(reason) = role.ended.take() {
-                        return reason;
-                    }
-                    if self.stopping() {
-                        return "this SP is shutting down".into();
-                    }
-                    if role.holder == Holder::Nobody && role.wanting == 0 {
-                        role.holder = Holder::LinkThread;
-                        break;
-                    }
-                    let _ = conn.role_cv.wait_for(&mut role, UNATTENDED);
-                }
-            }
-            let stint = {
-                let mut ctx = conn.rx.lock();
-                link::read_stint(
-                    conn,
-                    &mut ctx,
-                    self.params,
-                    self.up.as_ref(),
-                    &self.stop,
-                    &|| conn.wanting.load(Ordering::Acquire) > 0,
-                    false,
-                )
-            };
-            {
-                let mut role = conn.role.lock();
-                role.holder = Holder::Nobody;
-                // An API thread may be waiting for the hand-over.
-                conn.role_cv.notify_all();
-            }
-            if let link::Stint::Ended(reason) = stint {
-                return reason;
-            }
+        let end = conn.read_role.run_link_thread(&|| self.stopping(), UNATTENDED, &mut |until| {
+            let mut ctx = conn.rx.lock();
+            link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, until, false)
+        });
+        match end {
+            link::LinkThreadEnd::Ended(reason) => reason,
+            link::LinkThreadEnd::Stopping => "this SP is shutting down".into(),
         }
     }
 
-    /// An API thread waits for `done()` on a link (its synchronous send's
-    /// confirmation, or a message for its receive): it reads the link itself
-    /// when it can, so that the reply wakes it directly instead of waking the
-    /// link's thread, which would then wake it (one context switch each way
-    /// saved: what a blocking ping-pong costs, seed FIG. 5 and 7). When another
-    /// API thread reads, it blocks in `block()` until that one completes it.
+    /// An API thread waits for `done()` on a link, reading it itself when it
+    /// can (`ReadRole::wait_on_link`); `block()` waits for `done()` otherwise.
     fn wait_on_link(&self, conn: &Arc<Conn>, done: &dyn Fn() -> bool, block: &dyn Fn(), uninterruptible: bool) {
-        let mut role = conn.role.lock();
-        let mut asked = false;
-        loop {
-            if done() {
-                if asked && role.holder == Holder::Nobody {
-                    // The link's thread yielded to us, and we no longer
-                    // need the role (it read what we waited for): it may
-                    // take it back at once, not after UNATTENDED.
-                    conn.role_cv.notify_all();
-                }
-                return;
-            }
-            match role.holder {
-                Holder::Nobody => {
-                    role.holder = Holder::ApiThread;
-                    break;
-                }
-                Holder::LinkThread => {
-                    // Ask the link's thread to hand over; it does so at its
-                    // next frame boundary (every one, buffered or not:
-                    // read_stint) and signals role_cv. Bounded by one
-                    // frame's reading: a frame's bytes arrive within the
-                    // dead-peer timeout or the link ends.
-                    asked = true;
-                    role.wanting += 1;
-                    conn.wanting.fetch_add(1, Ordering::AcqRel);
-                    conn.interrupt();
-                    while role.holder == Holder::LinkThread {
-                        conn.role_cv.wait(&mut role);
-                    }
-                    role.wanting -= 1;
-                    conn.wanting.fetch_sub(1, Ordering::AcqRel);
-                }
-                Holder::ApiThread => {
-                    role.bystanders += 1;
-                    drop(role);
-                    if !done() {
-                        block();
-                    }
-                    conn.role.lock().bystanders -= 1;
-                    return;
+        conn.read_role.wait_on_link(done, block, &|| conn.interrupt(), || {
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut ctx = conn.rx.lock();
+                let stint = link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done, uninterruptible);
+                (stint, ctx.has_buffered())
+            }));
+            match read {
+                Ok(r) => r,
+                Err(p) => {
+                    // A bug while this API thread read the link (8.15): the link
+                    // ends (its sends fail through link_down, the link's thread
+                    // tears it down), the role is free again, and the panic goes
+                    // on to the caller (the C boundary turns it into a status).
+                    let reason = crate::unwind::report(&*p, &format!("the link to SP {} ends", conn.peer));
+                    conn.kill(&reason);
+                    conn.rx.lock().discard();
+                    conn.read_role.abandon(Holder::ApiThread, Some(reason));
+                    std::panic::resume_unwind(p);
                 }
             }
-        }
-        drop(role);
-        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut ctx = conn.rx.lock();
-            let stint = link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done, uninterruptible);
-            (stint, ctx.has_buffered())
-        }));
-        let (stint, buffered) = match read {
-            Ok(r) => r,
-            Err(p) => {
-                // A bug while this API thread read the link (8.15): the link
-                // ends (its sends fail through link_down, the link's thread
-                // tears it down), the role is free again, and the panic goes
-                // on to the caller (the C boundary turns it into a status).
-                let reason = crate::unwind::report(&*p, &format!("the link to SP {} ends", conn.peer));
-                conn.kill(&reason);
-                conn.rx.lock().discard();
-                let mut role = conn.role.lock();
-                role.holder = Holder::Nobody;
-                role.ended = Some(reason);
-                conn.role_cv.notify_all();
-                drop(role);
-                std::panic::resume_unwind(p);
-            }
-        };
-        let mut role = conn.role.lock();
-        role.holder = Holder::Nobody;
-        if let link::Stint::Ended(reason) = stint {
-            // The link's thread tears the link down (and fails what was in
-            // flight, ours included).
-            role.ended = Some(reason);
-            conn.role_cv.notify_all();
-        } else if role.bystanders > 0 || role.wanting > 0 || buffered {
-            // Others wait for frames on this link, or frames that came in
-            // behind ours are already read: someone must read on now.
-            conn.role_cv.notify_all();
-        }
-        drop(role);
-        if !done() {
-            block();
-        }
+        });
     }
 
     fn dial_loop(self: &Arc<Self>, idx: usize) {

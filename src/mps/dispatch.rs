@@ -5,9 +5,9 @@
 
 use super::session::Session;
 use super::Core;
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{AtomicUsize, Condvar, Mutex};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -145,7 +145,7 @@ impl Dispatcher {
 /// per session: it is logged, the session is handed back (to the run queue
 /// while it has events, so none is stranded), and the thread goes on; a
 /// panic outside a session's turn starts the loop again (crate::unwind).
-fn worker(core: &Arc<Core>) {
+pub(super) fn worker(core: &Arc<Core>) {
     crate::unwind::restarting(|| worker_loop(core), || !core.dispatcher.q.lock().stop);
 }
 

@@ -5,9 +5,12 @@
 mod buffer;
 mod dispatch;
 mod session;
-#[cfg(test)]
+#[cfg(all(test, loom))]
+mod model;
+// Real SPs and statics: not for the model checker's build (--cfg loom).
+#[cfg(all(test, not(loom)))]
 mod panic_tests;
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;
 
 pub use buffer::{MessageBuf, MessageBytes, Payload};
@@ -20,11 +23,11 @@ use crate::log::{log, Level};
 use crate::sp_id::SpId;
 use crate::status::Status;
 use dispatch::{Delivery, Dispatcher, Queued};
-use parking_lot::Mutex;
+use crate::sync::{AtomicBool, AtomicU64, Mutex};
 use session::{Key, Session, SyncSlot, Table, Waiter};
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -298,17 +301,7 @@ impl Mps {
     /// Starts an SP: listens, dials its peers, starts the callback threads.
     pub fn start(cfg: Config) -> Result<Mps, ConfigError> {
         let cfg = Arc::new(cfg);
-        let outstanding = cfg.peers.iter().map(|p| (p.sp, Mutex::new(FxHashMap::default()))).collect();
-        let core = Arc::new(Core {
-            cfg: cfg.clone(),
-            table: Table::default(),
-            dispatcher: Dispatcher::new(),
-            cmi: once_cell::sync::OnceCell::new(),
-            outstanding,
-            next_message_id: AtomicU64::new(1),
-            stopped: AtomicBool::new(false),
-            send_gate: parking_lot::RwLock::new(()),
-        });
+        let core = Core::new(cfg.clone());
         let fail = |reason: String| ConfigError { origin: format!("SP {}", cfg.local), line: None, reason };
         core.dispatcher.start(&core, cfg.callback_threads).map_err(|e| fail(format!("cannot start callback threads: {e}")))?;
         let cmi = match Cmi::start(cfg.clone(), Arc::new(Up(Arc::downgrade(&core)))) {
@@ -439,6 +432,22 @@ impl Mps {
 }
 
 impl Core {
+    /// A core with no transport and no callback threads yet (`Mps::start`
+    /// adds them; the model checker drives it bare: src/mps/model.rs).
+    fn new(cfg: Arc<Config>) -> Arc<Core> {
+        let outstanding = cfg.peers.iter().map(|p| (p.sp, Mutex::new(FxHashMap::default()))).collect();
+        Arc::new(Core {
+            cfg,
+            table: Table::default(),
+            dispatcher: Dispatcher::new(),
+            cmi: once_cell::sync::OnceCell::new(),
+            outstanding,
+            next_message_id: AtomicU64::new(1),
+            stopped: AtomicBool::new(false),
+            send_gate: parking_lot::RwLock::new(()),
+        })
+    }
+
     fn check_size(&self, buffer: &MessageBuf, size: usize) -> Result<(), Status> {
         if size > buffer.len() {
             log!(Level::Warn, "send refused: Size {size} is larger than the {}-byte buffer", buffer.len());
@@ -474,7 +483,7 @@ impl Core {
                 context,
                 callback,
                 st: Mutex::new(Default::default()),
-                settled: parking_lot::Condvar::new(),
+                settled: crate::sync::Condvar::new(),
             })
             .inspect_err(|st| {
                 log!(Level::Warn, "MpsOpen refused: conduit {conduit} domain {domain:#x} mailbox {mailbox:?}: {st}")

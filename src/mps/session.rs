@@ -5,7 +5,7 @@ use super::dispatch::Queued;
 use super::{Callback, ReceivedMessage, SessionId};
 use crate::cmi::Conn;
 use crate::status::Status;
-use parking_lot::{Condvar, Mutex, RwLock};
+use crate::sync::{Condvar, Mutex, RwLock};
 use hashbrown::HashTable;
 use rustc_hash::FxHasher;
 use std::hash::{Hash, Hasher};
@@ -133,7 +133,7 @@ pub(crate) struct Waiter {
     cv: Condvar,
     /// The link this waiter's thread is reading, if it is: a completion from
     /// another thread must interrupt that read.
-    reading: Mutex<Option<(std::thread::ThreadId, Arc<Conn>)>>,
+    reading: Mutex<Option<(crate::sync::ThreadId, Arc<Conn>)>>,
 }
 
 impl Waiter {
@@ -152,7 +152,7 @@ impl Waiter {
         *self.slot.lock() = Some(r);
         self.cv.notify_one();
         if let Some((reader, conn)) = self.reading.lock().as_ref() {
-            if *reader != std::thread::current().id() {
+            if *reader != crate::sync::current_thread() {
                 conn.interrupt();
             }
         }
@@ -160,7 +160,7 @@ impl Waiter {
 
     /// Runs `f` (which reads `conn`) with this waiter known as its reader.
     pub fn lead(&self, conn: &Arc<Conn>, f: impl FnOnce()) {
-        *self.reading.lock() = Some((std::thread::current().id(), conn.clone()));
+        *self.reading.lock() = Some((crate::sync::current_thread(), conn.clone()));
         f();
         *self.reading.lock() = None;
     }
