@@ -405,32 +405,25 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::R
 /// their handshake is done (`cmi::acceptor`), which have no `SocketStream`
 /// (and so no eventfd) yet: one descriptor each.
 pub(crate) fn send_now(fd: &impl AsRawFd, bytes: &[u8]) -> io::Result<Option<usize>> {
-    loop {
-        // SAFETY: `bytes` is a valid, readable slice of `bytes.len()` bytes
-        // for the duration of the call; the kernel only reads it.
-        let r = unsafe {
-            libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-        };
-        if r >= 0 {
-            return Ok(Some(r as usize));
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(None),
-            _ => return Err(e),
-        }
-    }
+    // SAFETY: `bytes` is a valid, readable slice of `bytes.len()` bytes for
+    // the duration of the call; the kernel only reads it.
+    now(|| unsafe { libc::send(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) })
 }
 
 /// One `recv` on a socket that never blocks (`MSG_DONTWAIT`), retried on
 /// EINTR: `Ok(None)` when nothing is there, `Ok(Some(0))` at end-of-stream
 /// (see `send_now`).
 pub(crate) fn recv_now(fd: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes for the
+    // duration of the call; the kernel writes at most that many.
+    now(|| unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
+}
+
+/// A non-blocking transfer call (`send_now`, `recv_now`): retried on EINTR,
+/// `Ok(None)` on EAGAIN.
+fn now(mut call: impl FnMut() -> isize) -> io::Result<Option<usize>> {
     loop {
-        // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes for
-        // the duration of the call; the kernel writes at most that many.
-        let r = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        let r = call();
         if r >= 0 {
             return Ok(Some(r as usize));
         }
