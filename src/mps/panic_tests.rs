@@ -166,12 +166,25 @@ fn a_panic_on_an_api_thread_reading_the_link_frees_the_read_role() {
     assert_eq!(mb.receive(sb, Timeout::Seconds(10), 1).unwrap().data, b"warm");
     let conn = ma.owner.core.cmi.get().unwrap().link(B).unwrap().expect("A's link to B is up");
     conn.panic_at_next_confirm_on_api_thread.store(true, Ordering::Release);
-    // Sent from an unnamed thread, which reads the link itself (the
-    // link's thread hands the role over: nothing else is in flight).
-    let m = ma.clone();
-    let first = std::thread::spawn(move || m.send_sync(sa, B, &MessageBuf::from_slice(b"boom").unwrap(), 4, 2))
-        .join()
-        .expect_err("the injected panic reaches the caller");
+    // Sent from an unnamed thread, which reads the link itself when the
+    // link's thread hands the role over in time (nothing else is in
+    // flight); when the link's thread read the confirmation first (a slow
+    // run, TSan), the fault is still armed and the next send tries again.
+    let mut first = None;
+    for attempt in 0..1000u32 {
+        let m = ma.clone();
+        match std::thread::spawn(move || m.send_sync(sa, B, &MessageBuf::from_slice(b"boom").unwrap(), 4, 2)).join() {
+            Err(p) => {
+                first = Some(p);
+                break;
+            }
+            Ok(r) => {
+                assert_eq!(r, Ok(()), "send {attempt} before the fault fired");
+                assert_eq!(mb.receive(sb, Timeout::Seconds(10), 2).unwrap().data, b"boom");
+            }
+        }
+    }
+    let first = first.expect("the injected panic reached the caller within 1000 sends");
     assert!(crate::unwind::message(&*first).contains("injected fault"), "{}", crate::unwind::message(&*first));
     assert!(!conn.panic_at_next_confirm_on_api_thread.load(Ordering::Acquire), "the panic fired on the API thread");
     expect_log(&["Error", "panicked", "injected fault: a panic on an API thread"]);
