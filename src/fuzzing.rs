@@ -287,7 +287,7 @@ fn handshake_in_pieces(data: &[u8]) -> (Result<link::Greeting, String>, Vec<u8>)
 pub fn handshake(data: &[u8]) {
     let (ours, peer) = InprocStream::pair();
     write_all_then_close(&peer, data);
-    let result = link::handshake(&ours, &params());
+    let result = link::handshake(&ours, &params(), &std::sync::atomic::AtomicBool::new(false));
     let (pieces, pieces_wrote) = handshake_in_pieces(data);
     assert_eq!(pieces_wrote, params().hello().encode(), "the handshake fed in pieces did not write this SP's HELLO whole");
     match (&result, &pieces) {

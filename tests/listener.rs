@@ -172,6 +172,27 @@ fn shutdown_returns_while_dialing_a_unix_peer_whose_accept_queue_is_full() {
     drop(l);
 }
 
+/// The connect succeeded (into the "peer"'s accept queue) and the dialer
+/// waits for the peer's HELLO, which never comes: the handshake's wait is
+/// bounded by the dead-peer timeout (30 s here), and shutdown must not wait
+/// for it (issue 8.6: bounded whatever the sockets' state).
+#[test]
+fn shutdown_returns_while_a_dialed_peer_never_answers_the_hello() {
+    let _s = serial();
+    let dir = TempDir::new();
+    let peer = dir.0.join("mute.sock");
+    // A "peer" that never accepts: the connection waits in its queue, and
+    // nothing is ever read from it or written to it.
+    let l = UnixListener::bind(&peer).unwrap();
+    let me = dir.0.join("a.sock");
+    let m = Mps::start(config_hb("0.A", &format!("unix:{}", me.display()), "0.B", &format!("unix:{}", peer.display()), "", 3000)).unwrap();
+    // Blocked in the handshake's poll for the peer's HELLO.
+    wait_dialing("mps-dial-0.B", &[libc::SYS_poll, libc::SYS_ppoll]);
+    let took = shutdown_within_watchdog(m, "dialing a peer that never answers the HELLO");
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    drop(l);
+}
+
 #[test]
 fn shutdown_returns_while_dialing_a_tcp_peer_whose_accept_queue_is_full() {
     let _s = serial();

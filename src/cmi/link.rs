@@ -1348,24 +1348,38 @@ impl Handshake {
 /// Exchanges HELLOs on a fresh stream (`Handshake`), blocking, within the
 /// dead-peer timeout. Returns the peer's HELLO, the agreed version and any
 /// bytes that arrived after it.
-pub(crate) fn handshake(stream: &dyn Stream, params: &LinkParams) -> Result<Greeting, String> {
+/// How long a blocking handshake waits before it looks at the stop flag again.
+const HANDSHAKE_STOP_CHECK: Duration = Duration::from_millis(50);
+
+pub(crate) fn handshake(stream: &dyn Stream, params: &LinkParams, stop: &AtomicBool) -> Result<Greeting, String> {
     let mut hs = Handshake::new(params);
     let deadline = Instant::now() + params.dead_timeout;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        // The stream is nobody else's yet, so shutdown cannot interrupt its
+        // waits: they are cut into slices of STOP_CHECK, after each of which
+        // the stop flag is looked at (shutdown waits at most that long).
+        if stop.load(Ordering::Acquire) {
+            return Err("handshake: this SP is shutting down".into());
+        }
+        let left = deadline.saturating_duration_since(Instant::now()).min(HANDSHAKE_STOP_CHECK);
+        let at_deadline = Instant::now() >= deadline;
         match hs.step() {
             Step::Write(bytes) => match stream.write_nonblocking(&[IoSlice::new(bytes)]) {
                 Ok(n) => hs.wrote(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if left.is_zero() {
+                    if at_deadline {
                         return Err(hs.timed_out());
                     }
-                    stream.wait_writable(left).map_err(|e| format!("handshake: {e}"))?;
+                    match stream.wait_writable(left) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {}
+                        Err(e) => return Err(format!("handshake: {e}")),
+                    }
                 }
                 Err(e) => return Err(format!("handshake: sending HELLO failed: {e}")),
             },
             Step::Read(buf) => {
-                if left.is_zero() {
+                if at_deadline {
                     return Err(hs.timed_out());
                 }
                 match stream.read_timeout(buf, left) {

@@ -626,7 +626,7 @@ impl<U: Upcall> Shared<U> {
         while !self.stopping() {
             let attempt = dial(&entry.address, self.params.dead_timeout, self.cfg.socket_send_buffer, &self.stop_signal)
                 .map_err(|e| format!("cannot connect to {}: {e}", entry.address))
-                .and_then(|s| link::handshake(s.as_ref(), &self.params).map(|h| (s, h)));
+                .and_then(|s| link::handshake(s.as_ref(), &self.params, &self.stop).map(|h| (s, h)));
             match attempt {
                 Ok((s, (hello, _, _))) if hello.sp != entry.sp => {
                     s.shutdown();
@@ -664,7 +664,7 @@ impl<U: Upcall> Shared<U> {
     /// process's own SPs can reach an in-process endpoint; socket listeners
     /// run their handshakes in one poll set instead: `acceptor`).
     fn accepted(self: &Arc<Self>, s: Box<dyn Stream>) {
-        let (hello, version, leftover) = match link::handshake(s.as_ref(), &self.params) {
+        let (hello, version, leftover) = match link::handshake(s.as_ref(), &self.params, &self.stop) {
             Ok(h) => h,
             Err(e) => {
                 log!(Level::Warn, "refused an incoming connection: {e}");
