@@ -362,10 +362,12 @@ fn a_backlog_of_large_asynchronous_messages_arrives_whole_and_in_order() {
 /// A peer that answers HELLO and then neither reads nor sends: the writer
 /// thread blocks in a full socket. The dead-peer timeout still ends the link,
 /// the blocked write returns, every send fails exactly once, and shutdown
-/// does not hang on the writer.
+/// does not hang on the writer. (The dead-peer timeout is 2 s, not less:
+/// the sixteen 1 MiB sends must all be queued before the link ends, which
+/// at 400 ms a loaded machine once missed.)
 #[test]
 fn a_peer_that_stops_reading_cannot_wedge_the_writer() {
-    let (_dir, listener, ma) = sp_a_with_listener("[heartbeat]\ninterval_ms = 20\ndead_peer_timeout_ms = 400\n[limits]\nmax_message_size = 1048576\n");
+    let (_dir, listener, ma) = sp_a_with_listener("[heartbeat]\ninterval_ms = 100\ndead_peer_timeout_ms = 2000\n[limits]\nmax_message_size = 1048576\n");
     let _deaf = RawPeer::accept(&listener, B).s;
     ma.wait_for_peer(B, Some(Duration::from_secs(30))).unwrap();
     let (cb, events) = channel_callback();
