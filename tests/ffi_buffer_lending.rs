@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{RawPeer, TempDir};
+use common::{wide, RawPeer, TempDir};
 use mps::ffi::*;
 use mps::{SpId, Status};
 use std::io::{Read, Write};
@@ -55,10 +55,6 @@ unsafe extern "C" fn callback(event: MPS_EVENT, data: PVOID) -> NTSTATUS {
         MPS_EVENT::MpsEventCloseCompleted => {}
     }
     Status::STATUS_SUCCESS.0
-}
-
-fn wide(s: &str) -> Vec<WCHAR> {
-    s.chars().map(|c| c as WCHAR).chain([0]).collect()
 }
 
 /// The C API's SP, shut down however the test ends (so that a failed test

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::TempDir;
+use common::{wide, TempDir};
 use mps::ffi::*;
 use mps::Status;
 use std::ffi::CStr;
@@ -44,10 +44,6 @@ unsafe extern "C" fn log_routine(_level: ULONG, line: *const std::ffi::c_char, _
 fn logged(part: &str) -> bool {
     mps::log::flush(std::time::Duration::from_secs(10));
     LOG.lock().unwrap().iter().any(|l| l.contains(part))
-}
-
-fn wide(s: &str) -> Vec<WCHAR> {
-    s.chars().map(|c| c as WCHAR).chain([0]).collect()
 }
 
 fn open(cb: PMPS_CALLBACK_ROUTINE, name: &str) -> (NTSTATUS, MPS_HANDLE) {

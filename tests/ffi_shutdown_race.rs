@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{unique, TempDir};
+use common::{unique, wide, TempDir};
 use mps::ffi::*;
 use mps::{Config, Mps, Status};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -50,10 +50,6 @@ unsafe extern "C" fn callback(event: MPS_EVENT, data: PVOID) -> NTSTATUS {
         MPS_EVENT::MpsEventCloseCompleted => {}
     }
     Status::STATUS_SUCCESS.0
-}
-
-fn wide(s: &str) -> Vec<WCHAR> {
-    s.chars().map(|c| c as WCHAR).chain([0]).collect()
 }
 
 /// Runs `f` on a thread; fails the test if it has not returned within `WATCHDOG`.

@@ -702,6 +702,19 @@ impl Conn {
         self.stream.interrupt();
     }
 
+    /// A panic while `by` held the read role (a bug: crate::unwind): it is
+    /// logged, the link killed, what was read and not handled dropped (the
+    /// frame that panicked among it), and the role handed back; an API
+    /// thread also records the end for the link's thread. Returns the end
+    /// reason.
+    pub(crate) fn end_after_panic(&self, payload: &(dyn std::any::Any + Send), by: Holder) -> EndReason {
+        let reason = crate::unwind::report(payload, &format!("the link to SP {} ends", self.peer));
+        self.kill(&reason);
+        self.rx.lock().discard();
+        self.read_role.abandon(by, (by == Holder::ApiThread).then(|| reason.clone()));
+        reason
+    }
+
     /// Wakes the reader so that it looks at the stop flag now (also one
     /// paused by back-pressure).
     pub(crate) fn interrupt(&self) {

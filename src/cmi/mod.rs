@@ -456,13 +456,8 @@ impl<U: Upcall> Shared<U> {
     /// waiting for it takes it and sees the link ended), and `serve` tears
     /// the link down, failing its in-flight sends (`link_down`).
     fn link_thread_reads_caught(&self, conn: &Arc<Conn>) -> link::EndReason {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.link_thread_reads(conn))).unwrap_or_else(|p| {
-            let reason = crate::unwind::report(&*p, &format!("the link to SP {} ends", conn.peer));
-            conn.kill(&reason);
-            conn.rx.lock().discard();
-            conn.read_role.abandon(Holder::LinkThread, None);
-            reason
-        })
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.link_thread_reads(conn)))
+            .unwrap_or_else(|p| conn.end_after_panic(&*p, Holder::LinkThread))
     }
 
     /// Waits `d` or until shutdown; false when shutting down.
@@ -609,10 +604,7 @@ impl<U: Upcall> Shared<U> {
                     // ends (its sends fail through link_down, the link's thread
                     // tears it down), the role is free again, and the panic goes
                     // on to the caller (the C boundary turns it into a status).
-                    let reason = crate::unwind::report(&*p, &format!("the link to SP {} ends", conn.peer));
-                    conn.kill(&reason);
-                    conn.rx.lock().discard();
-                    conn.read_role.abandon(Holder::ApiThread, Some(reason));
+                    conn.end_after_panic(&*p, Holder::ApiThread);
                     std::panic::resume_unwind(p);
                 }
             }

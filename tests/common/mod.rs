@@ -9,6 +9,11 @@ use std::time::Duration;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// A NUL-terminated UTF-16 string for the C API's `PWCHAR` arguments.
+pub fn wide(s: &str) -> Vec<mps::ffi::WCHAR> {
+    s.chars().map(|c| c as mps::ffi::WCHAR).chain([0]).collect()
+}
+
 /// A name no other test in this process uses.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
