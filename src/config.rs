@@ -149,6 +149,14 @@ pub struct Config {
     /// `n` bytes everywhere (the kernel doubles it for its bookkeeping and caps
     /// it at `net.core.wmem_max`).
     pub socket_send_buffer: Option<u32>,
+    /// How long a link session (protocol version 2) waits for a new
+    /// connection after losing one before its in-flight messages fail with
+    /// `STATUS_CONNECTION_DISCONNECTED` (`[link] resume_timeout_ms`, like
+    /// TIPC's link tolerance). Within it, a lost connection costs nothing.
+    pub resume_timeout: Duration,
+    /// The newest protocol version this SP offers (`[link]
+    /// max_protocol_version`, default the newest this build speaks).
+    pub protocol_version_max: u16,
 }
 
 /// The send buffer libmps asks for on local links (Unix-domain sockets and
@@ -173,6 +181,7 @@ mod defaults {
     pub const HEARTBEAT_INTERVAL_MS: u64 = 250;
     pub const DEAD_PEER_TIMEOUT_MS: u64 = 3000;
     pub const INITIAL_BACKOFF_MS: u64 = 20;
+    pub const RESUME_TIMEOUT_MS: u64 = 10_000;
     pub const MAX_BACKOFF_MS: u64 = 1000;
     pub const CALLBACK_THREADS: usize = 2;
     pub const CONDUITS: std::ops::RangeInclusive<u32> = 0..=31;
@@ -218,6 +227,8 @@ struct RawFile {
     reconnect: RawReconnect,
     #[serde(default)]
     callbacks: RawCallbacks,
+    #[serde(default)]
+    link: RawLink,
 }
 
 #[derive(Deserialize)]
@@ -249,6 +260,13 @@ struct RawHeartbeat {
 struct RawReconnect {
     initial_backoff_ms: Option<Spanned<u64>>,
     max_backoff_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    resume_timeout_ms: Option<Spanned<u64>>,
+    max_protocol_version: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -361,6 +379,8 @@ impl Config {
             reconnect_max_backoff: Duration::from_millis(defaults::MAX_BACKOFF_MS),
             callback_threads: defaults::CALLBACK_THREADS,
             socket_send_buffer: None,
+            resume_timeout: Duration::from_millis(defaults::RESUME_TIMEOUT_MS),
+            protocol_version_max: crate::cmi::frame::VERSION_MAX,
         })
     }
 
@@ -531,6 +551,10 @@ impl Config {
             return c.err(span, format!("max_backoff_ms ({max}) is less than initial_backoff_ms ({initial})"));
         }
         let threads = c.range(&raw.callbacks.threads, "threads", 1, 64, defaults::CALLBACK_THREADS as u64)? as usize;
+        let resume = c.range(&raw.link.resume_timeout_ms, "resume_timeout_ms", 0, 3_600_000, defaults::RESUME_TIMEOUT_MS)?;
+        let newest = crate::cmi::frame::VERSION_MAX as u64;
+        let protocol_version_max =
+            c.range(&raw.link.max_protocol_version, "max_protocol_version", crate::cmi::frame::VERSION_MIN as u64, newest, newest)? as u16;
 
         Ok(Config {
             local,
@@ -547,6 +571,8 @@ impl Config {
             reconnect_max_backoff: Duration::from_millis(max),
             callback_threads: threads,
             socket_send_buffer,
+            resume_timeout: Duration::from_millis(resume),
+            protocol_version_max,
         })
     }
 

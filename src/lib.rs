@@ -19,6 +19,7 @@ pub mod status;
 pub(crate) mod sync;
 mod unwind;
 
+pub use cmi::LinkInfo;
 pub use config::{Address, Config, ConfigError};
 pub use mps::{Callback, CloseOutcome, Event, MessageBuf, Mps, ReceivedMessage, SessionId, SessionInfo, Timeout};
 pub use sp_id::SpId;

@@ -403,7 +403,7 @@ fn write_hostile(w: &mut Wire, bytes: &[u8]) {
 // --- frames, built with the library's own encoder ---------------------------------------
 
 fn hello_frame(sp: SpId) -> [u8; PREFIX_LEN + frame::HELLO_LEN] {
-    Hello { version_min: frame::VERSION_MIN, version_max: frame::VERSION_MAX, sp, max_message: 1 << 20, heartbeat_ms: HB_MS as u32, dead_timeout_ms: DEAD_MS as u32 }
+    Hello { version_min: 1, version_max: 1, sp, max_message: 1 << 20, heartbeat_ms: HB_MS as u32, dead_timeout_ms: DEAD_MS as u32 }
         .encode()
 }
 

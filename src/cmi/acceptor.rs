@@ -246,7 +246,9 @@ fn hand_off<U: Upcall>(sh: &Arc<Shared<U>>, sock: Accepted, (hello, version, lef
     // In the order HELLOs complete here: the newest is served (take_for_service).
     let arrival = sh.next_arrival();
     let sh2 = sh.clone();
-    if let Err(e) = sh.spawn("mps-link".into(), move || sh2.serve(&sh2.peers[idx], stream, hello, version, leftover, Some(arrival))) {
+    if let Err(e) = sh.spawn("mps-link".into(), move || {
+        sh2.serve(&sh2.peers[idx], stream, hello, version, leftover, Some(arrival));
+    }) {
         log!(Level::Error, "cannot start a link thread: {e}");
     }
 }

@@ -3,6 +3,14 @@
 //! Every frame is an 8-byte prefix (body length u32, kind u8, flags u8,
 //! reserved u16, all little-endian) and a body. The length is checked against
 //! the receiver's limit before anything is allocated for the body.
+//!
+//! Version 2 (issue 9) adds a link header to the frames that carry messages
+//! and confirmations (their sequence number and the sender's cumulative
+//! acknowledgement, 16 bytes between the prefix and the version-1 body), an
+//! acknowledgement in `HEARTBEAT`, and two frames exchanged once after the
+//! HELLOs: `RESUME` (incarnations and what each side last received) and
+//! `REFUSE`. `HELLO` itself is unchanged, so a version-1 peer can read it and
+//! the two agree on version 1.
 
 use crate::sp_id::SpId;
 use crate::status::Status;
@@ -12,7 +20,18 @@ pub const PREFIX_LEN: usize = 8;
 /// The oldest protocol version this build speaks.
 pub const VERSION_MIN: u16 = 1;
 /// The newest protocol version this build speaks.
-pub const VERSION_MAX: u16 = 1;
+pub const VERSION_MAX: u16 = 2;
+/// The first version with sequence numbers, acknowledgements and resume.
+pub const VERSION_RESUME: u16 = 2;
+/// The link header of a numbered frame (version 2): sequence number and
+/// cumulative acknowledgement, both u64.
+pub const LINK_HDR: usize = 16;
+/// Length of a `RESUME` body.
+pub const RESUME_LEN: usize = 32;
+/// Length of a `REFUSE` body.
+pub const REFUSE_LEN: usize = 8;
+/// Length of a version-2 `HEARTBEAT` body (its acknowledgement).
+pub const HEARTBEAT2_LEN: usize = 8;
 /// `HELLO` body magic.
 pub const MAGIC: [u8; 4] = *b"MPSL";
 /// Longest mailbox name on the wire, in UTF-8 bytes (64 characters of up to 4 bytes).
@@ -25,8 +44,9 @@ pub const HELLO_LEN: usize = 32;
 pub const CONFIRM_ENTRY: usize = 12;
 /// Most entries one `CONFIRM` frame carries.
 pub const MAX_CONFIRMS_PER_FRAME: usize = 4096;
-/// Largest header a `MESSAGE` frame can have (prefix, fixed part, longest name).
-pub const MAX_MESSAGE_HEAD: usize = PREFIX_LEN + MESSAGE_FIXED + MAX_NAME_BYTES;
+/// Largest header a `MESSAGE` frame can have (prefix, link header, fixed
+/// part, longest name).
+pub const MAX_MESSAGE_HEAD: usize = PREFIX_LEN + LINK_HDR + MESSAGE_FIXED + MAX_NAME_BYTES;
 
 /// Frame kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,8 +58,14 @@ pub enum Kind {
     Message = 2,
     /// Confirmations of messages received, one or more.
     Confirm = 3,
-    /// Liveness when nothing else is sent.
+    /// Liveness when nothing else is sent (version 2: with an acknowledgement).
     Heartbeat = 4,
+    /// Version 2: the first frame after the HELLOs, each way: incarnations
+    /// and the last sequence number received (resume or start afresh).
+    Resume = 5,
+    /// Version 2: the accepting side's answer instead of `RESUME` when it
+    /// refuses the connection (a second live incarnation of an SP id).
+    Refuse = 6,
 }
 
 impl Kind {
@@ -50,6 +76,8 @@ impl Kind {
             2 => Kind::Message,
             3 => Kind::Confirm,
             4 => Kind::Heartbeat,
+            5 => Kind::Resume,
+            6 => Kind::Refuse,
             _ => return None,
         })
     }
@@ -90,31 +118,52 @@ pub fn put_prefix(out: &mut [u8], kind: Kind, body_len: u32) {
     out[7] = 0;
 }
 
-/// Parses and checks a prefix. `max_message` is the receiver's own limit; the
-/// body length is refused here, before any allocation, when no valid frame of
-/// that kind can be so long.
+/// Parses and checks a prefix of protocol version 1 (see `parse_prefix_v`).
 pub fn parse_prefix(b: &[u8; PREFIX_LEN], max_message: u32) -> Result<Prefix, String> {
+    parse_prefix_v(b, max_message, 1)
+}
+
+/// Parses and checks a prefix on a link of protocol `version`. `max_message`
+/// is the receiver's own limit; the body length is refused here, before any
+/// allocation, when no valid frame of that kind can be so long.
+pub fn parse_prefix_v(b: &[u8; PREFIX_LEN], max_message: u32, version: u16) -> Result<Prefix, String> {
     let body_len = le_u32(b, 0);
     let kind = Kind::from_u8(b[4]).ok_or_else(|| format!("unknown frame kind {}", b[4]))?;
     if b[5] != 0 || b[6] != 0 || b[7] != 0 {
         return Err(format!("{kind:?} frame has non-zero flags or reserved bytes"));
     }
+    let v2 = version >= VERSION_RESUME;
+    // The link header numbered frames carry in version 2.
+    let hdr = if v2 { LINK_HDR } else { 0 };
+    let n = body_len as usize;
     let ok = match kind {
-        Kind::Hello => body_len as usize == HELLO_LEN,
-        Kind::Heartbeat => body_len == 0,
+        Kind::Hello => n == HELLO_LEN,
+        Kind::Heartbeat => n == if v2 { HEARTBEAT2_LEN } else { 0 },
         Kind::Confirm => {
-            let n = body_len as usize;
-            (4 + CONFIRM_ENTRY..=4 + CONFIRM_ENTRY * MAX_CONFIRMS_PER_FRAME).contains(&n) && (n - 4).is_multiple_of(CONFIRM_ENTRY)
+            n >= hdr && (4 + CONFIRM_ENTRY..=4 + CONFIRM_ENTRY * MAX_CONFIRMS_PER_FRAME).contains(&(n - hdr)) && (n - hdr - 4).is_multiple_of(CONFIRM_ENTRY)
         }
-        Kind::Message => {
-            (body_len as usize) > MESSAGE_FIXED
-                && (body_len as u64) <= (MESSAGE_FIXED + MAX_NAME_BYTES) as u64 + max_message as u64
-        }
+        Kind::Message => n > hdr + MESSAGE_FIXED && (body_len as u64) <= (hdr + MESSAGE_FIXED + MAX_NAME_BYTES) as u64 + max_message as u64,
+        Kind::Resume => v2 && n == RESUME_LEN,
+        Kind::Refuse => v2 && n == REFUSE_LEN,
     };
     if !ok {
+        if !v2 && matches!(kind, Kind::Resume | Kind::Refuse) {
+            return Err(format!("{kind:?} frame on a link of protocol version {version}, which has none"));
+        }
         return Err(format!("{kind:?} frame with impossible body length {body_len} (limit for messages {max_message})"));
     }
     Ok(Prefix { body_len, kind })
+}
+
+/// Writes a version-2 link header (sequence number, acknowledgement) into `out[..16]`.
+pub fn put_link_header(out: &mut [u8], seq: u64, ack: u64) {
+    out[0..8].copy_from_slice(&seq.to_le_bytes());
+    out[8..16].copy_from_slice(&ack.to_le_bytes());
+}
+
+/// Reads a version-2 link header: (sequence number, acknowledgement).
+pub fn decode_link_header(b: &[u8]) -> (u64, u64) {
+    (le_u64(b, 0), le_u64(b, 8))
 }
 
 /// The handshake frame's content.
@@ -202,15 +251,25 @@ pub struct MessageHead {
     pub mode: u8,
 }
 
-/// Encodes a `MESSAGE` frame's prefix, fixed part and name into `out`, for a
-/// payload of `payload_len` bytes that follows on the wire. Returns the
-/// header's length. `out` must hold `MAX_MESSAGE_HEAD` bytes; `name` is at most
-/// `MAX_NAME_BYTES` (the session layer guarantees both).
+/// Encodes a version-1 `MESSAGE` frame's prefix, fixed part and name into
+/// `out`, for a payload of `payload_len` bytes that follows on the wire.
+/// Returns the header's length. `out` must hold `MAX_MESSAGE_HEAD` bytes;
+/// `name` is at most `MAX_NAME_BYTES` (the session layer guarantees both).
 pub fn encode_message_head(out: &mut [u8], h: &MessageHead, name: &[u8], payload_len: u32) -> usize {
+    encode_message_head_v(out, h, name, payload_len, None)
+}
+
+/// Like `encode_message_head`; with `link` (version 2) the frame carries
+/// that link header (sequence number, acknowledgement) after its prefix.
+pub fn encode_message_head_v(out: &mut [u8], h: &MessageHead, name: &[u8], payload_len: u32, link: Option<(u64, u64)>) -> usize {
     debug_assert!(name.len() <= MAX_NAME_BYTES && !name.is_empty());
-    let body = (MESSAGE_FIXED + name.len()) as u32 + payload_len;
+    let hdr = if link.is_some() { LINK_HDR } else { 0 };
+    let body = (hdr + MESSAGE_FIXED + name.len()) as u32 + payload_len;
     put_prefix(out, Kind::Message, body);
-    let b = &mut out[PREFIX_LEN..];
+    if let Some((seq, ack)) = link {
+        put_link_header(&mut out[PREFIX_LEN..], seq, ack);
+    }
+    let b = &mut out[PREFIX_LEN + hdr..];
     b[0..8].copy_from_slice(&h.id.to_le_bytes());
     b[8..12].copy_from_slice(&h.conduit.to_le_bytes());
     b[12..16].copy_from_slice(&h.domain.to_le_bytes());
@@ -219,7 +278,7 @@ pub fn encode_message_head(out: &mut [u8], h: &MessageHead, name: &[u8], payload
     b[22] = h.mode;
     b[23] = 0;
     b[MESSAGE_FIXED..MESSAGE_FIXED + name.len()].copy_from_slice(name);
-    PREFIX_LEN + MESSAGE_FIXED + name.len()
+    PREFIX_LEN + hdr + MESSAGE_FIXED + name.len()
 }
 
 /// Parses the fixed part of a `MESSAGE` body (the first `MESSAGE_FIXED`
@@ -243,13 +302,23 @@ pub fn decode_message_fixed(b: &[u8], body_len: u32) -> Result<(MessageHead, usi
     Ok((h, name_len))
 }
 
-/// Appends a `CONFIRM` frame for `entries` (at most `MAX_CONFIRMS_PER_FRAME`) to `out`.
+/// Appends a version-1 `CONFIRM` frame for `entries` (at most `MAX_CONFIRMS_PER_FRAME`) to `out`.
 pub fn encode_confirms(out: &mut Vec<u8>, entries: &[(u64, Status)]) {
+    encode_confirms_v(out, entries, None)
+}
+
+/// Like `encode_confirms`; with `link` (version 2) the frame carries that
+/// link header (sequence number, acknowledgement) after its prefix.
+pub fn encode_confirms_v(out: &mut Vec<u8>, entries: &[(u64, Status)], link: Option<(u64, u64)>) {
     debug_assert!(!entries.is_empty() && entries.len() <= MAX_CONFIRMS_PER_FRAME);
-    let body = 4 + CONFIRM_ENTRY * entries.len();
+    let hdr = if link.is_some() { LINK_HDR } else { 0 };
+    let body = hdr + 4 + CONFIRM_ENTRY * entries.len();
     let start = out.len();
-    out.resize(start + PREFIX_LEN, 0);
+    out.resize(start + PREFIX_LEN + hdr, 0);
     put_prefix(&mut out[start..], Kind::Confirm, body as u32);
+    if let Some((seq, ack)) = link {
+        put_link_header(&mut out[start + PREFIX_LEN..], seq, ack);
+    }
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for (id, st) in entries {
         out.extend_from_slice(&id.to_le_bytes());
@@ -288,11 +357,90 @@ pub fn decode_confirms(b: &[u8]) -> Result<impl ExactSizeIterator<Item = (u64, S
     }))
 }
 
-/// A whole `HEARTBEAT` frame.
+/// A whole version-1 `HEARTBEAT` frame.
 pub fn heartbeat() -> [u8; PREFIX_LEN] {
     let mut f = [0u8; PREFIX_LEN];
     put_prefix(&mut f, Kind::Heartbeat, 0);
     f
+}
+
+/// A whole version-2 `HEARTBEAT` frame, carrying the sender's acknowledgement.
+pub fn heartbeat_v2(ack: u64) -> [u8; PREFIX_LEN + HEARTBEAT2_LEN] {
+    let mut f = [0u8; PREFIX_LEN + HEARTBEAT2_LEN];
+    put_prefix(&mut f, Kind::Heartbeat, HEARTBEAT2_LEN as u32);
+    f[PREFIX_LEN..].copy_from_slice(&ack.to_le_bytes());
+    f
+}
+
+/// `RESUME` flag: the accepting side resumes the link session the dialer
+/// named (without it: a new link session starts, numbered from 1).
+pub const RESUME_FLAG_RESUMED: u32 = 1;
+
+/// The `RESUME` frame (version 2): sent once each way after the HELLOs, the
+/// dialing side first; the accepting side's answer decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resume {
+    /// The sender's incarnation: a random non-zero number drawn at its start.
+    pub incarnation: u64,
+    /// The receiver's incarnation that the sender has a link session with
+    /// (0: none); from the accepting side, the dialer's, echoed.
+    pub peer_incarnation: u64,
+    /// The last sequence number the sender received in that link session
+    /// (0: none).
+    pub received: u64,
+    /// `RESUME_FLAG_RESUMED`; other bits are reserved and must be 0.
+    pub flags: u32,
+}
+
+impl Resume {
+    /// The whole frame, prefix included.
+    pub fn encode(&self) -> [u8; PREFIX_LEN + RESUME_LEN] {
+        let mut f = [0u8; PREFIX_LEN + RESUME_LEN];
+        put_prefix(&mut f, Kind::Resume, RESUME_LEN as u32);
+        let b = &mut f[PREFIX_LEN..];
+        b[0..8].copy_from_slice(&self.incarnation.to_le_bytes());
+        b[8..16].copy_from_slice(&self.peer_incarnation.to_le_bytes());
+        b[16..24].copy_from_slice(&self.received.to_le_bytes());
+        b[24..28].copy_from_slice(&self.flags.to_le_bytes());
+        f
+    }
+
+    /// Parses a `RESUME` body.
+    pub fn decode(b: &[u8]) -> Result<Resume, String> {
+        if b.len() != RESUME_LEN {
+            return Err(format!("RESUME body of {} bytes", b.len()));
+        }
+        let r = Resume { incarnation: le_u64(b, 0), peer_incarnation: le_u64(b, 8), received: le_u64(b, 16), flags: le_u32(b, 24) };
+        if r.incarnation == 0 {
+            return Err("RESUME with incarnation 0".into());
+        }
+        if r.flags & !RESUME_FLAG_RESUMED != 0 || le_u32(b, 28) != 0 {
+            return Err(format!("RESUME with unknown flags {:#x} or non-zero reserved bytes", r.flags));
+        }
+        if r.peer_incarnation == 0 && r.received != 0 {
+            return Err("RESUME that names no link session but has received frames in it".into());
+        }
+        Ok(r)
+    }
+}
+
+/// `REFUSE` reason: another live incarnation of the dialer's SP id holds the link.
+pub const REFUSE_CONFLICT: u32 = 1;
+
+/// A whole `REFUSE` frame with `reason`.
+pub fn refuse(reason: u32) -> [u8; PREFIX_LEN + REFUSE_LEN] {
+    let mut f = [0u8; PREFIX_LEN + REFUSE_LEN];
+    put_prefix(&mut f, Kind::Refuse, REFUSE_LEN as u32);
+    f[PREFIX_LEN..PREFIX_LEN + 4].copy_from_slice(&reason.to_le_bytes());
+    f
+}
+
+/// Parses a `REFUSE` body into its reason.
+pub fn decode_refuse(b: &[u8]) -> Result<u32, String> {
+    if b.len() != REFUSE_LEN {
+        return Err(format!("REFUSE body of {} bytes", b.len()));
+    }
+    Ok(le_u32(b, 0))
 }
 
 #[cfg(test)]

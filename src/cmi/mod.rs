@@ -19,7 +19,7 @@ use crate::config::{Address, Config};
 use crate::log::{log, Level};
 use crate::sp_id::SpId;
 use crate::status::Status;
-use link::{Holder, LinkParams};
+use link::{Holder, LinkParams, State, Watched, Wire};
 use once_cell::sync::Lazy;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, VecDeque};
@@ -84,6 +84,28 @@ pub trait Upcall: Send + Sync + 'static {
 /// a synchronous caller stopped reading waits up to this long.
 const UNATTENDED: Duration = Duration::from_millis(2);
 
+/// A link at one moment, for operators and tests (`Mps::link_info`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// The peer.
+    pub peer: SpId,
+    /// "up", "resuming" (version 2: no connection, messages wait for the
+    /// next one) or "down" (no link session).
+    pub state: &'static str,
+    /// The protocol version agreed (0 when down).
+    pub version: u16,
+    /// The link session's number on this SP (0 when down).
+    pub epoch: u64,
+    /// The peer's incarnation (version 2; 0 otherwise).
+    pub peer_incarnation: u64,
+    /// This SP's own incarnation.
+    pub incarnation: u64,
+    /// Connections the link session has had: its first, and one per resume.
+    pub connections: u64,
+    /// Connections refused as a second live incarnation of the peer's SP id.
+    pub conflicts: u64,
+}
+
 /// The destination is not a configured peer.
 #[derive(Debug, PartialEq, Eq)]
 pub struct NotConfigured;
@@ -99,6 +121,24 @@ struct PeerEntry {
     serving: Mutex<Serving>,
     /// Signalled when a link's service has ended (`Serving::active` fell).
     served: Condvar,
+    /// Connections refused as a second live incarnation of this peer's SP
+    /// id (issue 9, item 6): a failover gone wrong, for the operator.
+    conflicts: AtomicU64,
+}
+
+/// How a connection's service ended, for the dial loop.
+enum Served {
+    /// It ran, or failed for a reason the next attempt may not have.
+    Done,
+    /// The peer refused this SP: another live process has its SP id.
+    Refused,
+}
+
+/// Whether a connection's end `reason` ends its link session too (a broken
+/// or hostile peer: what it sent cannot be resumed from) rather than leaving
+/// the session to resume on the next connection.
+fn ends_session(reason: &str) -> bool {
+    reason.starts_with("malformed frame") || reason.starts_with("out of memory")
 }
 
 /// The links of one peer being served. A new connection is served only
@@ -136,6 +176,11 @@ struct Shared<U: Upcall> {
     stop_mx: Mutex<()>,
     stop_cv: Condvar,
     epoch: AtomicU64,
+    /// This SP's incarnation (random, non-zero, drawn at start), sent in RESUME.
+    incarnation: u64,
+    /// How long a version-2 link session waits for a new connection
+    /// (`link.resume_timeout_ms`) before its in-flight messages fail.
+    resume_timeout: Duration,
     /// Accepted connections numbered as their handshakes complete.
     arrivals: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -455,9 +500,9 @@ impl<U: Upcall> Shared<U> {
     /// panicked among it), the read role is handed back (an API thread
     /// waiting for it takes it and sees the link ended), and `serve` tears
     /// the link down, failing its in-flight sends (`link_down`).
-    fn link_thread_reads_caught(&self, conn: &Arc<Conn>) -> link::EndReason {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.link_thread_reads(conn)))
-            .unwrap_or_else(|p| conn.end_after_panic(&*p, Holder::LinkThread))
+    fn link_thread_reads_caught(&self, conn: &Arc<Conn>, wire: &Arc<Wire>) -> link::EndReason {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.link_thread_reads(conn, wire)))
+            .unwrap_or_else(|p| conn.end_after_panic(wire, &*p, Holder::LinkThread))
     }
 
     /// Waits `d` or until shutdown; false when shutting down.
@@ -515,72 +560,250 @@ impl<U: Upcall> Shared<U> {
         Some(ServeGuard(entry))
     }
 
-    /// Runs an established link until it ends.
-    fn serve(
-        self: &Arc<Self>,
-        entry: &PeerEntry,
-        stream: Box<dyn Stream>,
-        hello: frame::Hello,
-        version: u16,
-        leftover: Vec<u8>,
-        arrival: Option<u64>,
-    ) {
-        let Some(_service) = self.take_for_service(entry, arrival) else {
-            stream.shutdown();
-            return;
+    /// This SP's offer for a new connection to `entry`'s peer (version 2):
+    /// the link session it has with that peer, if any (RESUME).
+    fn resume_offer(&self, entry: &PeerEntry) -> frame::Resume {
+        let cur = entry.conn.lock().clone();
+        let (peer_incarnation, received) = match cur {
+            Some(c) if c.version >= frame::VERSION_RESUME && !matches!(c.state(), State::Ended(_)) => (c.peer_incarnation, c.received()),
+            _ => (0, 0),
         };
-        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
-        let sndbuf = stream.send_buffer().map(|n| format!(", send buffer {n} bytes")).unwrap_or_default();
-        let conn = Arc::new(Conn::new(entry.sp, epoch, &hello, stream, &leftover));
+        frame::Resume { incarnation: self.incarnation, peer_incarnation, received, flags: 0 }
+    }
+
+    /// The session `conn` of `entry`'s peer is over: ended (if it was not
+    /// yet), its end reported upward once (`link_down`: its in-flight
+    /// messages fail), and it is no longer the peer's session.
+    fn finish(&self, entry: &PeerEntry, conn: &Arc<Conn>, reason: &str) {
+        conn.end(reason);
         {
             let mut cur = entry.conn.lock();
-            // What it replaces is over (take_for_service).
+            if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                *cur = None;
+            }
+            entry.changed.notify_all();
+        }
+        if conn.take_report() {
+            if self.stopping() {
+                log!(Level::Info, "link to SP {} closed: {reason}", entry.sp);
+            } else {
+                log!(Level::Warn, "link to SP {} lost: {reason}", entry.sp);
+            }
+            self.up.link_down(entry.sp, conn.epoch);
+        }
+    }
+
+    /// A new link session for `entry`'s peer, replacing (and finishing) the
+    /// one it has, if any.
+    fn new_session(&self, entry: &PeerEntry, hello: &frame::Hello, version: u16, peer_incarnation: u64, why_old_ends: &str) -> Arc<Conn> {
+        let old = entry.conn.lock().clone();
+        if let Some(old) = old {
+            self.finish(entry, &old, why_old_ends);
+        }
+        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        Arc::new(Conn::session(entry.sp, epoch, version, hello.max_message, peer_incarnation))
+    }
+
+    /// Makes the link session a new connection carries, after its HELLOs
+    /// (and, version 2, the RESUME frames: `theirs`, the peer's), and
+    /// attaches the connection to it: a new session, or (version 2) the
+    /// session it resumes. The accepting side decides and answers
+    /// (`theirs` came first); the dialing side follows the answer. None when
+    /// the connection is to be closed (said why in the log).
+    #[allow(clippy::too_many_arguments)]
+    fn establish(
+        &self,
+        entry: &PeerEntry,
+        stream: Box<dyn Stream>,
+        hello: &frame::Hello,
+        version: u16,
+        leftover: &[u8],
+        theirs: Option<frame::Resume>,
+        dialer: bool,
+    ) -> Option<(Arc<Conn>, Arc<Wire>, bool)> {
+        let cur = entry.conn.lock().clone();
+        let (conn, received, first, resumed) = match theirs {
+            None => {
+                let why = format!("SP {} connected again with protocol version {version}", entry.sp);
+                (self.new_session(entry, hello, version, 0, &why), None, None, false)
+            }
+            Some(r) => {
+                let same = cur.as_ref().filter(|c| {
+                    c.version >= frame::VERSION_RESUME && c.peer_incarnation == r.incarnation && !matches!(c.state(), State::Ended(_))
+                });
+                let resume = if dialer { r.flags & frame::RESUME_FLAG_RESUMED != 0 } else { same.is_some() && r.peer_incarnation == self.incarnation };
+                if resume {
+                    let Some(c) = same.cloned() else {
+                        log!(Level::Warn, "SP {} resumed a link session this SP no longer has: connection closed, the next one starts afresh", entry.sp);
+                        stream.shutdown();
+                        return None;
+                    };
+                    let answer = (!dialer).then(|| {
+                        frame::Resume { incarnation: self.incarnation, peer_incarnation: r.incarnation, received: c.received(), flags: frame::RESUME_FLAG_RESUMED }.encode()
+                    });
+                    (c, Some(r.received), answer, true)
+                } else {
+                    let why = match &cur {
+                        Some(c) if c.peer_incarnation != r.incarnation => format!("SP {} restarted (incarnation {:016x}, was {:016x})", entry.sp, r.incarnation, c.peer_incarnation),
+                        Some(_) => format!("SP {} no longer has this link session: it starts afresh", entry.sp),
+                        None => String::new(),
+                    };
+                    let answer = (!dialer).then(|| frame::Resume { incarnation: self.incarnation, peer_incarnation: r.incarnation, received: 0, flags: 0 }.encode());
+                    (self.new_session(entry, hello, version, r.incarnation, &why), None, answer, false)
+                }
+            }
+        };
+        let sndbuf = stream.send_buffer().map(|n| format!(", send buffer {n} bytes")).unwrap_or_default();
+        let wire = match conn.attach(stream, leftover, received, first.as_ref().map(|f| &f[..])) {
+            Ok(w) => w,
+            Err(e) => {
+                // Nothing the two sides can resume from: the session ends
+                // (its in-flight messages fail); the next connection starts afresh.
+                self.finish(entry, &conn, &format!("cannot resume: {e}"));
+                return None;
+            }
+        };
+        {
+            let mut cur = entry.conn.lock();
             *cur = Some(conn.clone());
             if self.stopping() {
                 conn.kill("shutting down");
             }
             entry.changed.notify_all();
         }
-        log!(Level::Info, "link to SP {} up (protocol version {version}, epoch {epoch}{sndbuf})", entry.sp);
+        let epoch = conn.epoch;
+        if resumed {
+            log!(Level::Info, "link to SP {} resumed (protocol version {version}, epoch {epoch}, {} frame(s) received from it so far{sndbuf})", entry.sp, conn.received());
+        } else if version >= frame::VERSION_RESUME {
+            log!(Level::Info, "link to SP {} up (protocol version {version}, epoch {epoch}, its incarnation {:016x}{sndbuf})", entry.sp, conn.peer_incarnation);
+        } else {
+            log!(Level::Info, "link to SP {} up (protocol version {version}, epoch {epoch}{sndbuf})", entry.sp);
+        }
+        Some((conn, wire, resumed))
+    }
+
+    /// Runs a connection whose HELLOs are exchanged until it ends: on
+    /// version 2 first the RESUME exchange (the dialer offers, the acceptor
+    /// decides: resume, start afresh, or refuse a second live incarnation of
+    /// an SP id), then the link session it carries (`establish`).
+    fn serve(
+        self: &Arc<Self>,
+        entry: &PeerEntry,
+        stream: Box<dyn Stream>,
+        hello: frame::Hello,
+        version: u16,
+        mut leftover: Vec<u8>,
+        arrival: Option<u64>,
+    ) -> Served {
+        let dialer = arrival.is_none();
+        let mut theirs = None;
+        if version >= frame::VERSION_RESUME {
+            if dialer {
+                let mine = self.resume_offer(entry);
+                let answer = link::write_whole(stream.as_ref(), &mine.encode(), &self.params, &self.stop)
+                    .and_then(|()| link::read_answer(stream.as_ref(), &self.params, &self.stop, &mut leftover, true));
+                match answer {
+                    Ok(link::Answer::Resume(r)) if r.peer_incarnation != self.incarnation => {
+                        log!(Level::Warn, "SP {} answered a RESUME for another incarnation of this SP: connection closed", entry.sp);
+                        stream.shutdown();
+                        return Served::Done;
+                    }
+                    Ok(link::Answer::Resume(r)) => theirs = Some(r),
+                    Ok(link::Answer::Refuse(code)) => {
+                        log!(
+                            Level::Error,
+                            "SP {} refused this SP (reason {code}): another live process with this SP's id {} is linked to it. Two processes must never run as one SP: check the failover that started this one",
+                            entry.sp,
+                            self.params.local
+                        );
+                        stream.shutdown();
+                        return Served::Refused;
+                    }
+                    Err(e) => {
+                        log!(Level::Warn, "SP {}: {e}", entry.sp);
+                        stream.shutdown();
+                        return Served::Done;
+                    }
+                }
+            } else {
+                match link::read_answer(stream.as_ref(), &self.params, &self.stop, &mut leftover, false) {
+                    Ok(link::Answer::Resume(r)) => {
+                        let cur = entry.conn.lock().clone();
+                        if let Some(c) = cur.filter(|c| c.version >= frame::VERSION_RESUME && c.peer_incarnation != r.incarnation && c.is_up()) {
+                            let n = entry.conflicts.fetch_add(1, Ordering::Relaxed) + 1;
+                            log!(
+                                Level::Error,
+                                "refused a connection from SP {}: it is a second live incarnation ({:016x}) of that SP id, while incarnation {:016x} is linked and alive; {n} such refusal(s) so far. Two processes are running as SP {}: stop one",
+                                entry.sp,
+                                r.incarnation,
+                                c.peer_incarnation,
+                                entry.sp
+                            );
+                            let _ = link::write_whole(stream.as_ref(), &frame::refuse(frame::REFUSE_CONFLICT), &self.params, &self.stop);
+                            stream.shutdown();
+                            return Served::Done;
+                        }
+                        theirs = Some(r);
+                    }
+                    Ok(link::Answer::Refuse(_)) => unreachable!("read_answer refuses a REFUSE here"),
+                    Err(e) => {
+                        log!(Level::Warn, "refused an incoming connection from SP {}: {e}", entry.sp);
+                        stream.shutdown();
+                        return Served::Done;
+                    }
+                }
+            }
+        }
+        let Some(_service) = self.take_for_service(entry, arrival) else {
+            stream.shutdown();
+            return Served::Done;
+        };
+        let Some((conn, wire, _)) = self.establish(entry, stream, &hello, version, &leftover, theirs, dialer) else {
+            return Served::Done;
+        };
         let w = conn.clone();
+        let ww = wire.clone();
         let interval = self.params.heartbeat;
         let writer = std::thread::Builder::new()
             .name(format!("mps-write-{}", entry.sp))
-            .spawn(move || w.writer_loop(interval));
+            .spawn(move || w.writer_loop(&ww, interval));
         let reason = match &writer {
-            Ok(_) => self.link_thread_reads_caught(&conn),
+            Ok(_) => self.link_thread_reads_caught(&conn, &wire),
             Err(e) => format!("cannot start the link's writer thread: {e}"),
         };
         if self.stopping() {
             // An orderly close: the confirmations already queued leave, then
             // the peer reads end-of-stream after them (bounded by the dead-peer timeout).
-            conn.close_gracefully(self.params.dead_timeout);
+            conn.close_gracefully(&wire, self.params.dead_timeout);
+            conn.end(&reason);
+        } else if ends_session(&reason) {
+            conn.end(&reason);
         }
-        conn.kill(&reason);
+        conn.kill_wire(&wire, &reason);
         if let Ok(h) = writer {
             let _ = h.join();
         }
-        {
-            let mut cur = entry.conn.lock();
-            if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conn)) {
-                *cur = None;
+        match conn.release(&wire, &reason) {
+            State::Ended(why) => self.finish(entry, &conn, &why),
+            _ => {
+                entry.changed.notify_all();
+                log!(
+                    Level::Warn,
+                    "link to SP {} interrupted: {reason}; resuming (messages in flight wait up to {} ms for a new connection)",
+                    entry.sp,
+                    self.resume_timeout.as_millis()
+                );
             }
-            entry.changed.notify_all();
         }
-        if self.stopping() {
-            log!(Level::Info, "link to SP {} closed: {reason}", entry.sp);
-        } else {
-            log!(Level::Warn, "link to SP {} lost: {reason}", entry.sp);
-        }
-        self.up.link_down(entry.sp, epoch);
+        Served::Done
     }
 
     /// The link's own thread: reads whenever no API thread does, hands the
     /// read role over and takes it back (`ReadRole::run_link_thread`).
-    fn link_thread_reads(&self, conn: &Arc<Conn>) -> link::EndReason {
-        let end = conn.read_role.run_link_thread(&|| self.stopping(), UNATTENDED, &mut |until| {
-            let mut ctx = conn.rx.lock();
-            link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, until, false)
+    fn link_thread_reads(&self, conn: &Arc<Conn>, wire: &Arc<Wire>) -> link::EndReason {
+        let end = wire.read_role.run_link_thread(&|| self.stopping(), UNATTENDED, &mut |until| {
+            let mut ctx = wire.rx.lock();
+            link::read_stint(conn, wire, &mut ctx, self.params, self.up.as_ref(), &self.stop, until, false)
         });
         match end {
             link::LinkThreadEnd::Ended(reason) => reason,
@@ -588,13 +811,20 @@ impl<U: Upcall> Shared<U> {
         }
     }
 
-    /// An API thread waits for `done()` on a link, reading it itself when it
-    /// can (`ReadRole::wait_on_link`); `block()` waits for `done()` otherwise.
+    /// An API thread waits for `done()` on a link, reading its connection
+    /// itself when it can (`ReadRole::wait_on_link`); `block()` waits for
+    /// `done()` otherwise (also while the link has no connection: resuming).
     fn wait_on_link(&self, conn: &Arc<Conn>, done: &dyn Fn() -> bool, block: &dyn Fn(), uninterruptible: bool) {
-        conn.read_role.wait_on_link(done, block, &|| conn.interrupt(), || {
+        let Some(wire) = conn.wire() else {
+            if !done() {
+                block();
+            }
+            return;
+        };
+        wire.read_role.wait_on_link(done, block, &|| wire.interrupt(), || {
             let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let mut ctx = conn.rx.lock();
-                let stint = link::read_stint(conn, &mut ctx, self.params, self.up.as_ref(), &self.stop, done, uninterruptible);
+                let mut ctx = wire.rx.lock();
+                let stint = link::read_stint(conn, &wire, &mut ctx, self.params, self.up.as_ref(), &self.stop, done, uninterruptible);
                 (stint, ctx.has_buffered())
             }));
             match read {
@@ -604,7 +834,7 @@ impl<U: Upcall> Shared<U> {
                     // ends (its sends fail through link_down, the link's thread
                     // tears it down), the role is free again, and the panic goes
                     // on to the caller (the C boundary turns it into a status).
-                    conn.end_after_panic(&*p, Holder::ApiThread);
+                    conn.end_after_panic(&wire, &*p, Holder::ApiThread);
                     std::panic::resume_unwind(p);
                 }
             }
@@ -630,8 +860,12 @@ impl<U: Upcall> Shared<U> {
                     }
                     failures = 0;
                     backoff = self.cfg.reconnect_initial_backoff;
-                    self.serve(entry, s, hello, version, leftover, None);
-                    continue;
+                    match self.serve(entry, s, hello, version, leftover, None) {
+                        Served::Done => continue,
+                        // Refused as a duplicate of a live SP: try again
+                        // only as often as the slowest redial.
+                        Served::Refused => backoff = self.cfg.reconnect_max_backoff,
+                    }
                 }
                 Err(e) => {
                     // A change of state (at start, or after the link was up)
@@ -704,6 +938,7 @@ impl<U: Upcall> Cmi<U> {
             dead_timeout: cfg.dead_peer_timeout,
             // The watch thread below keeps the clocks: readers wait untimed.
             read_wait: Duration::MAX,
+            version_max: cfg.protocol_version_max,
         };
         let peers = cfg
             .peers
@@ -716,6 +951,7 @@ impl<U: Upcall> Cmi<U> {
                 changed: Condvar::new(),
                 serving: Mutex::new(Serving::default()),
                 served: Condvar::new(),
+                conflicts: AtomicU64::new(0),
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -727,6 +963,8 @@ impl<U: Upcall> Cmi<U> {
             stop_mx: Mutex::new(()),
             stop_cv: Condvar::new(),
             epoch: AtomicU64::new(0),
+            incarnation: new_incarnation(),
+            resume_timeout: cfg.resume_timeout,
             arrivals: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
             stop_signal: stream::Waker::new()?,
@@ -796,7 +1034,9 @@ impl<U: Upcall> Cmi<U> {
                 for p in &sh.peers {
                     let c = p.conn.lock().clone();
                     if let Some(c) = c {
-                        c.watch(&sh.params);
+                        if let Watched::Ended(reason) = c.watch(&sh.params, sh.resume_timeout) {
+                            sh.finish(p, &c, &reason);
+                        }
                     }
                 }
             }
@@ -825,6 +1065,34 @@ impl<U: Upcall> Cmi<U> {
     pub(crate) fn link(&self, sp: SpId) -> Result<Option<Arc<Conn>>, NotConfigured> {
         let e = self.shared.entry(sp).ok_or(NotConfigured)?;
         Ok(e.conn.lock().clone())
+    }
+
+    /// The link to `sp` at this moment.
+    pub fn link_info(&self, sp: SpId) -> Result<LinkInfo, NotConfigured> {
+        let e = self.shared.entry(sp).ok_or(NotConfigured)?;
+        let conn = e.conn.lock().clone();
+        let mut info = LinkInfo {
+            peer: sp,
+            state: "down",
+            version: 0,
+            epoch: 0,
+            peer_incarnation: 0,
+            incarnation: self.shared.incarnation,
+            connections: 0,
+            conflicts: e.conflicts.load(Ordering::Relaxed),
+        };
+        if let Some(c) = conn {
+            info.state = match c.state() {
+                State::Up => "up",
+                State::Resuming { .. } => "resuming",
+                State::Ended(_) => "down",
+            };
+            info.version = c.version;
+            info.epoch = c.epoch;
+            info.peer_incarnation = c.peer_incarnation;
+            info.connections = c.connections();
+        }
+        Ok(info)
     }
 
     /// Waits until the link to `sp` is up; `timeout` `None` waits forever.
@@ -888,10 +1156,33 @@ impl<U: Upcall> Cmi<U> {
                 let _ = h.join();
             }
         }
+        // Sessions that were resuming have no thread to end them: their
+        // in-flight messages fail now.
+        for p in &self.shared.peers {
+            let c = p.conn.lock().clone();
+            if let Some(c) = c {
+                self.shared.finish(p, &c, "this SP is shutting down");
+            }
+        }
         if let Some(f) = &self.socket_file {
             f.remove_if_ours();
         }
     }
+}
+
+/// A random, non-zero incarnation number for this start of an SP (from the
+/// kernel's random source; if that fails, from the clock and the process id,
+/// which still differ between two starts).
+fn new_incarnation() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok();
+    let mut n = u64::from_le_bytes(b);
+    if !random {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        n = t ^ ((std::process::id() as u64) << 32);
+    }
+    n.max(1)
 }
 
 impl<U: Upcall> Drop for Cmi<U> {

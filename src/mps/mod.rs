@@ -11,6 +11,8 @@ mod model;
 #[cfg(all(test, not(loom)))]
 mod panic_tests;
 #[cfg(all(test, not(loom)))]
+mod resume_tests;
+#[cfg(all(test, not(loom)))]
 mod tests;
 
 pub use buffer::{MessageBuf, MessageBytes, Payload};
@@ -416,6 +418,13 @@ impl Mps {
         }
     }
 
+    /// The link to `sp` at this moment (its state, protocol version,
+    /// incarnations, connections, refused duplicates); `Err(STATUS_INVALID_ADDRESS)`
+    /// when `sp` is not a configured peer.
+    pub fn link_info(&self, sp: SpId) -> Result<crate::cmi::LinkInfo, Status> {
+        let cmi = self.owner.core.cmi.get().ok_or(Status::STATUS_INVALID_HANDLE)?;
+        cmi.link_info(sp).map_err(|NotConfigured| Status::STATUS_INVALID_ADDRESS)
+    }
     /// Tears the SP down: links close (their unconfirmed sends fail with
     /// `STATUS_CONNECTION_DISCONNECTED`), blocked receives wake with
     /// `STATUS_CANCELLED`, queued callbacks are delivered, every library thread

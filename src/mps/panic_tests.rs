@@ -8,13 +8,13 @@
 use super::*;
 use std::sync::mpsc;
 
-const A: SpId = SpId { unit: 0, sp: 0 };
-const B: SpId = SpId { unit: 0, sp: 1 };
+pub(super) const A: SpId = SpId { unit: 0, sp: 0 };
+pub(super) const B: SpId = SpId { unit: 0, sp: 1 };
 /// How long something that must happen may take (the machine is shared).
-const WAIT: Duration = Duration::from_secs(10);
+pub(super) const WAIT: Duration = Duration::from_secs(10);
 
 /// A private socket directory, removed on drop.
-struct Dir(std::path::PathBuf);
+pub(super) struct Dir(std::path::PathBuf);
 
 impl Dir {
     fn new(what: &str) -> Dir {
@@ -34,7 +34,7 @@ impl Drop for Dir {
 
 /// SPs 0.A and 0.B over Unix-domain sockets in a new directory (0.A dials),
 /// `extra_a` appended to 0.A's configuration; both links up, the log recorded.
-fn unix_pair(what: &str, extra_a: &str) -> (Dir, Mps, Mps) {
+pub(super) fn unix_pair(what: &str, extra_a: &str) -> (Dir, Mps, Mps) {
     record_log();
     let dir = Dir::new(what);
     let addr = |n: &str| format!("unix:{}", dir.0.join(n).display());
@@ -53,21 +53,21 @@ fn unix_pair(what: &str, extra_a: &str) -> (Dir, Mps, Mps) {
     (dir, ma, mb)
 }
 
-fn channel_callback() -> (Callback, mpsc::Receiver<Event>) {
+pub(super) fn channel_callback() -> (Callback, mpsc::Receiver<Event>) {
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
     (Arc::new(move |ev| drop(tx.lock().send(ev))), rx)
 }
 
 /// Runs `f` on a thread; fails the test if it has not returned within WAIT.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(super) fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || drop(tx.send(f())));
     rx.recv_timeout(WAIT).unwrap_or_else(|_| panic!("{what}: still not done after {WAIT:?} (hung)"))
 }
 
 /// Waits until `cond()` holds, failing the test after WAIT.
-fn wait_until(what: &str, cond: impl Fn() -> bool) {
+pub(super) fn wait_until(what: &str, cond: impl Fn() -> bool) {
     let t0 = Instant::now();
     while !cond() {
         assert!(t0.elapsed() < WAIT, "{what}: not within {WAIT:?}");
@@ -91,7 +91,7 @@ fn record_log() {
 }
 
 /// Waits (up to WAIT) for a logged line that contains every one of `needles`.
-fn expect_log(needles: &[&str]) -> String {
+pub(super) fn expect_log(needles: &[&str]) -> String {
     let deadline = Instant::now() + WAIT;
     let mut lines = LINES.lock();
     loop {

@@ -133,7 +133,8 @@ impl RawPeer {
         let mut hello = [0u8; 40];
         s.read_exact(&mut hello).unwrap();
         let h = mps::cmi::frame::Hello::decode(&hello[8..]).unwrap();
-        s.write_all(&mps::cmi::frame::Hello { sp: me, ..h }.encode()).unwrap();
+        // A raw peer speaks version 1 (no sequence numbers, no RESUME).
+        s.write_all(&mps::cmi::frame::Hello { sp: me, version_min: 1, version_max: 1, ..h }.encode()).unwrap();
         RawPeer { s, me }
     }
 
