@@ -26,14 +26,13 @@
 //! handed to its link the moment it is read.
 
 use super::link::{Greeting, Handshake, Step};
-use super::stream::{self, Stream};
-use super::{tcp_link, unix_link, Listener, Shared, Upcall};
+use super::stream;
+use super::transport::{Accepted, Listener};
+use super::{Shared, Upcall};
 use crate::log::{log, Level};
 use std::collections::VecDeque;
 use std::io;
-use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,45 +46,6 @@ pub(crate) const HANDSHAKE_LIMIT: Duration = Duration::from_secs(1);
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Connections accepted at most between two polls of the pending ones.
 const ACCEPT_BATCH: usize = MAX_PENDING / 4;
-
-/// An accepted socket, before it has a `SocketStream`.
-pub(super) enum Accepted {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl AsRawFd for Accepted {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Accepted::Unix(s) => s.as_raw_fd(),
-            Accepted::Tcp(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl Accepted {
-    /// The link's stream (send buffer sized, `TCP_NODELAY` set).
-    pub(super) fn into_stream(self, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
-        match self {
-            Accepted::Unix(s) => unix_link(s, send_buffer),
-            Accepted::Tcp(s) => tcp_link(s, send_buffer),
-        }
-    }
-}
-
-impl Listener {
-    /// Accepts one connection on a socket listener (non-blocking: see
-    /// `poll_fd`; `WouldBlock` when none is queued). The socket itself is in
-    /// blocking mode, as a link's stream expects; the poller's I/O on it is
-    /// `MSG_DONTWAIT`.
-    pub(super) fn accept_socket(&self) -> io::Result<Accepted> {
-        match self {
-            Listener::Unix(l) => Ok(Accepted::Unix(l.accept()?.0)),
-            Listener::Tcp(l) => Ok(Accepted::Tcp(l.accept()?.0)),
-            Listener::Inproc(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "an in-process endpoint is not polled")),
-        }
-    }
-}
 
 /// A connection awaiting its handshake.
 struct Pending {

@@ -11,6 +11,7 @@ mod acceptor;
 pub mod frame;
 pub(crate) mod link;
 pub(crate) mod stream;
+mod transport;
 
 pub use link::Payload;
 pub(crate) use link::{Conn, LinkDown};
@@ -20,19 +21,14 @@ use crate::log::{log, Level};
 use crate::sp_id::SpId;
 use crate::status::Status;
 use link::{Holder, LinkParams, State, Watched, Wire};
-use once_cell::sync::Lazy;
 use parking_lot::{Condvar, Mutex};
-use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use stream::{InprocStream, SocketStream, Stream};
+use stream::Stream;
+use transport::{bind, dial, SocketFile};
 
 /// A message frame as it arrives, handed up to the MPS layer.
 pub struct InboundMessage<'a> {
@@ -197,274 +193,6 @@ pub struct Cmi<U: Upcall> {
     listener_wake: Mutex<Option<Box<dyn Fn() + Send>>>,
     /// Removed at shutdown, if it is still the file this SP's bind created.
     socket_file: Option<SocketFile>,
-}
-
-// --- in-process endpoints --------------------------------------------------------
-
-struct InprocEndpoint {
-    pending: Mutex<(VecDeque<InprocStream>, bool)>,
-    cv: Condvar,
-}
-
-static INPROC: Lazy<Mutex<HashMap<String, Arc<InprocEndpoint>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
-
-enum Listener {
-    Unix(UnixListener),
-    Tcp(TcpListener),
-    Inproc(Arc<InprocEndpoint>),
-}
-
-/// The send buffer to ask for on a new link socket (`Config::socket_send_buffer`):
-/// `local` is a Unix-domain link or a TCP link to a loopback address.
-fn send_buffer_for(configured: Option<u32>, local: bool) -> Option<u32> {
-    match configured {
-        Some(0) => None,
-        Some(n) => Some(n),
-        None if local => Some(crate::config::DEFAULT_SOCKET_SEND_BUFFER),
-        None => None,
-    }
-}
-
-/// A connected Unix-domain socket as a link's stream, its send buffer sized.
-fn unix_link(s: UnixStream, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
-    socket_link(s, send_buffer, true)
-}
-
-/// A connected TCP socket as a link's stream: `TCP_NODELAY`, and its send
-/// buffer sized (a loopback peer counts as local).
-fn tcp_link(s: TcpStream, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
-    stream::set_nodelay(&s);
-    let local = s.peer_addr().map(|a| a.ip().to_canonical().is_loopback()).unwrap_or(false);
-    socket_link(s, send_buffer, local)
-}
-
-/// Sizes a new link socket's send buffer (a refusal is logged and the link
-/// goes on with the kernel's size: a slower link, not a broken one) and
-/// wraps the socket.
-fn socket_link(s: impl std::os::fd::AsRawFd + Into<std::os::fd::OwnedFd>, configured: Option<u32>, local: bool) -> io::Result<Box<dyn Stream>> {
-    if let Some(n) = send_buffer_for(configured, local) {
-        if let Err(e) = stream::set_send_buffer(&s, n) {
-            log!(Level::Warn, "cannot set a link socket's send buffer to {n} bytes: {e}; the kernel's size stays");
-        }
-    }
-    Ok(Box::new(SocketStream::new(s.into())?))
-}
-
-impl Listener {
-    /// A socket listener's descriptor, made non-blocking: its thread polls
-    /// it with the stop signal instead of blocking in `accept`.
-    fn poll_fd(&self) -> io::Result<Option<std::os::fd::RawFd>> {
-        use std::os::fd::AsRawFd;
-        match self {
-            Listener::Unix(l) => l.set_nonblocking(true).map(|_| Some(l.as_raw_fd())),
-            Listener::Tcp(l) => l.set_nonblocking(true).map(|_| Some(l.as_raw_fd())),
-            Listener::Inproc(_) => Ok(None),
-        }
-    }
-
-    /// Accepts one connection as a link's stream; on a socket listener
-    /// (non-blocking, see `poll_fd`) `WouldBlock` when none is queued. The
-    /// listener's thread uses it for in-process endpoints only: sockets go
-    /// through `acceptor`, which has no stream made before the handshake.
-    fn accept(&self, send_buffer: Option<u32>) -> io::Result<Box<dyn Stream>> {
-        match self {
-            Listener::Unix(_) | Listener::Tcp(_) => self.accept_socket()?.into_stream(send_buffer),
-            Listener::Inproc(ep) => {
-                let mut p = ep.pending.lock();
-                loop {
-                    if let Some(s) = p.0.pop_front() {
-                        return Ok(Box::new(s));
-                    }
-                    if p.1 {
-                        return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "endpoint closed"));
-                    }
-                    ep.cv.wait(&mut p);
-                }
-            }
-        }
-    }
-}
-
-/// The socket file a Unix-domain listener created, by (device, inode), so
-/// that shutdown removes that file and never one that replaced it.
-struct SocketFile {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-}
-
-impl SocketFile {
-    fn remove_if_ours(&self) {
-        match std::fs::symlink_metadata(&self.path) {
-            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {
-                if let Err(e) = std::fs::remove_file(&self.path) {
-                    log!(Level::Warn, "cannot remove the socket file {}: {e}", self.path.display());
-                }
-            }
-            Ok(_) => log!(Level::Warn, "{} is no longer the socket this SP created: left in place", self.path.display()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => log!(Level::Warn, "cannot check the socket file {}: {e}", self.path.display()),
-        }
-    }
-}
-
-fn refused(kind: io::ErrorKind, why: String) -> io::Error {
-    io::Error::new(kind, why)
-}
-
-/// The directory of a listening socket must be a real directory (not a
-/// symbolic link), owned by this process's effective user and writable by
-/// nobody else (SPEC 7): whoever can write there can replace the socket and
-/// receive the peers' connections as this SP. Created 0700 when missing.
-fn private_socket_dir(dir: &Path) -> io::Result<()> {
-    let md = match std::fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-            std::fs::symlink_metadata(dir)?
-        }
-        r => r?,
-    };
-    let d = dir.display();
-    if md.file_type().is_symlink() {
-        return Err(refused(
-            io::ErrorKind::PermissionDenied,
-            format!("the socket directory {d} is a symbolic link: name the real directory (a link can be redirected to one another user controls)"),
-        ));
-    }
-    if !md.is_dir() {
-        return Err(refused(io::ErrorKind::AlreadyExists, format!("the socket directory {d} is not a directory")));
-    }
-    let euid = stream::effective_uid();
-    if md.uid() != euid {
-        return Err(refused(
-            io::ErrorKind::PermissionDenied,
-            format!("the socket directory {d} is owned by uid {}, not by this process's effective uid {euid}: it must be this user's own", md.uid()),
-        ));
-    }
-    if md.mode() & 0o022 != 0 {
-        return Err(refused(
-            io::ErrorKind::PermissionDenied,
-            format!("the socket directory {d} is writable by group or others (mode {:04o}): it must be closed to them (chmod 0700)", md.mode() & 0o7777),
-        ));
-    }
-    Ok(())
-}
-
-/// Clears the way for a new socket at `path`: a socket file nobody listens on
-/// (left by an SP that died) is removed; a live one, or anything that is not
-/// a socket (a regular file, a directory, a symbolic link), is refused and
-/// left alone.
-fn clear_stale_socket(path: &Path) -> io::Result<()> {
-    let md = match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        r => r?,
-    };
-    let p = path.display();
-    let ft = md.file_type();
-    if !ft.is_socket() {
-        let what = if ft.is_symlink() {
-            "a symbolic link"
-        } else if ft.is_dir() {
-            "a directory"
-        } else if ft.is_file() {
-            "a regular file"
-        } else {
-            "a special file"
-        };
-        return Err(refused(
-            io::ErrorKind::AlreadyExists,
-            format!("{p} exists and is not a socket ({what}): not removed; move it away or listen elsewhere"),
-        ));
-    }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(refused(io::ErrorKind::AddrInUse, format!("another SP is listening on {p}"))),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            std::fs::remove_file(path)?;
-            log!(Level::Info, "removed the stale socket {p} (nobody listened on it)");
-            Ok(())
-        }
-        Err(e) => Err(refused(io::ErrorKind::AddrInUse, format!("{p} is a socket that may be in use ({e}): not removed"))),
-    }
-}
-
-/// Binds a Unix-domain listener at `path` in a private directory, mode 0600
-/// (the directory is closed to others, so the chmod after bind races nobody;
-/// the process umask, which is process-wide, is left alone).
-fn bind_unix(path: &Path) -> io::Result<(UnixListener, SocketFile)> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| refused(io::ErrorKind::InvalidInput, format!("{} is not a socket path", path.display())))?;
-    private_socket_dir(dir)?;
-    clear_stale_socket(path)?;
-    let l = UnixListener::bind(path)?;
-    let recorded = std::fs::symlink_metadata(path).and_then(|m| {
-        if !m.file_type().is_socket() {
-            return Err(refused(io::ErrorKind::Other, format!("{} is not the socket just bound", path.display())));
-        }
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        Ok(SocketFile { path: path.to_path_buf(), dev: m.dev(), ino: m.ino() })
-    });
-    match recorded {
-        Ok(f) => Ok((l, f)),
-        Err(e) => {
-            let _ = std::fs::remove_file(path);
-            Err(e)
-        }
-    }
-}
-
-fn bind(addr: &Address) -> io::Result<(Listener, Address, Option<SocketFile>)> {
-    match addr {
-        Address::Unix(path) => {
-            let (l, f) = bind_unix(path)?;
-            Ok((Listener::Unix(l), addr.clone(), Some(f)))
-        }
-        Address::Tcp(a) => {
-            let l = TcpListener::bind(a.as_str())?;
-            let actual = Address::Tcp(l.local_addr()?.to_string());
-            Ok((Listener::Tcp(l), actual, None))
-        }
-        Address::Inproc(name) => {
-            let mut reg = INPROC.lock();
-            if reg.contains_key(name) {
-                return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("inproc:{name} is already listening")));
-            }
-            let ep = Arc::new(InprocEndpoint { pending: Mutex::new((VecDeque::new(), false)), cv: Condvar::new() });
-            reg.insert(name.clone(), ep.clone());
-            Ok((Listener::Inproc(ep), addr.clone(), None))
-        }
-    }
-}
-
-/// Connects to `addr` without blocking in `connect(2)`: a TCP connect waits
-/// at most `timeout` per address, and none waits past `stop` (see
-/// `stream::connect_raw`).
-fn dial(addr: &Address, timeout: Duration, send_buffer: Option<u32>, stop: &stream::Waker) -> io::Result<Box<dyn Stream>> {
-    match addr {
-        Address::Unix(path) => unix_link(UnixStream::from(stream::connect_unix(path, stop)?), send_buffer),
-        Address::Tcp(a) => {
-            let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{a} resolves to no address"));
-            for sa in a.to_socket_addrs()? {
-                match stream::connect_tcp(&sa, timeout, stop) {
-                    Ok(s) => return tcp_link(TcpStream::from(s), send_buffer),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
-                    Err(e) => last = e,
-                }
-            }
-            Err(last)
-        }
-        Address::Inproc(name) => {
-            let ep = INPROC.lock().get(name).cloned().ok_or_else(|| io::Error::from(io::ErrorKind::ConnectionRefused))?;
-            let (mine, theirs) = InprocStream::pair();
-            let mut p = ep.pending.lock();
-            if p.1 {
-                return Err(io::Error::from(io::ErrorKind::ConnectionRefused));
-            }
-            p.0.push_back(theirs);
-            ep.cv.notify_one();
-            Ok(Box::new(mine))
-        }
-    }
 }
 
 impl<U: Upcall> Shared<U> {
@@ -975,25 +703,7 @@ impl<U: Upcall> Cmi<U> {
                 bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             cmi.socket_file = socket_file;
             log!(Level::Info, "SP {} listening on {actual}", cfg.local);
-            let wake: Box<dyn Fn() + Send> = match (&listener, &actual) {
-                // Woken by the stop signal too; its socket file is removed by
-                // `Cmi::shutdown`, only if it is still the one bound here.
-                (Listener::Unix(_), Address::Unix(_)) => Box::new(|| {}),
-                // The listener thread wakes on the stop signal (it never
-                // relied on connecting to its own address, which fails once
-                // the socket file is unlinked or the address has left its
-                // interface).
-                (Listener::Tcp(_), Address::Tcp(_)) => Box::new(|| {}),
-                (Listener::Inproc(ep), Address::Inproc(name)) => {
-                    let (ep, name) = (ep.clone(), name.clone());
-                    Box::new(move || {
-                        INPROC.lock().remove(&name);
-                        ep.pending.lock().1 = true;
-                        ep.cv.notify_all();
-                    })
-                }
-                _ => unreachable!("bind returns the address of its own kind"),
-            };
+            let wake = listener.waker();
             *cmi.listener_wake.lock() = Some(wake);
             cmi.listener_addr = Some(actual);
             let poll_fd = listener.poll_fd().map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
@@ -1188,57 +898,5 @@ fn new_incarnation() -> u64 {
 impl<U: Upcall> Drop for Cmi<U> {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::net::UnixStream;
-
-    /// What the kernel reports for the send buffer of `a` once set to `n`
-    /// (`None`: left alone), for comparison with what a link socket got.
-    fn reported(a: &impl std::os::fd::AsRawFd, n: Option<u32>) -> u32 {
-        if let Some(n) = n {
-            stream::set_send_buffer(a, n).unwrap();
-        }
-        stream::send_buffer(a).unwrap()
-    }
-
-    #[test]
-    fn send_buffer_policy() {
-        let d = Some(crate::config::DEFAULT_SOCKET_SEND_BUFFER);
-        assert_eq!(send_buffer_for(None, true), d, "local links get libmps's size");
-        assert_eq!(send_buffer_for(None, false), None, "links to other hosts keep TCP autotuning");
-        assert_eq!(send_buffer_for(Some(0), true), None, "0: the kernel's size everywhere");
-        assert_eq!(send_buffer_for(Some(0), false), None);
-        assert_eq!(send_buffer_for(Some(65536), true), Some(65536));
-        assert_eq!(send_buffer_for(Some(65536), false), Some(65536));
-    }
-
-    #[test]
-    fn dialed_and_accepted_sockets_get_the_configured_send_buffer() {
-        let dir = std::env::temp_dir().join(format!("mps-sndbuf-{}", std::process::id()));
-        let path = dir.join("l.sock");
-        let (unix, _, _) = bind(&Address::Unix(path.clone())).unwrap();
-        let (tcp, tcp_addr, _) = bind(&Address::Tcp("127.0.0.1:0".into())).unwrap();
-        let plain_l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let t = Duration::from_secs(5);
-        for (cfg, want) in [(None, Some(crate::config::DEFAULT_SOCKET_SEND_BUFFER)), (Some(0), None), (Some(65536), Some(65536))] {
-            // Plain sockets of each kind, to ask the kernel what `want` comes to.
-            let (plain_unix, _p) = UnixStream::pair().unwrap();
-            let plain_tcp = TcpStream::connect(plain_l.local_addr().unwrap()).unwrap();
-            let (want_unix, want_tcp) = (reported(&plain_unix, want), reported(&plain_tcp, want));
-            let stop = stream::Waker::new().unwrap();
-            let d = dial(&Address::Unix(path.clone()), t, cfg, &stop).unwrap();
-            let a = unix.accept(cfg).unwrap();
-            assert_eq!(d.send_buffer(), Some(want_unix), "unix dial, configured {cfg:?}");
-            assert_eq!(a.send_buffer(), Some(want_unix), "unix accept, configured {cfg:?}");
-            let d = dial(&tcp_addr, t, cfg, &stop).unwrap();
-            let a = tcp.accept(cfg).unwrap();
-            assert_eq!(d.send_buffer(), Some(want_tcp), "tcp dial, configured {cfg:?}");
-            assert_eq!(a.send_buffer(), Some(want_tcp), "tcp accept, configured {cfg:?}");
-        }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

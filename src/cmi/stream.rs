@@ -1,17 +1,19 @@
-//! Byte streams under a link: sockets (Unix-domain and TCP, one fd type) and
-//! the in-process pipe. This file and `src/ffi/` are where `unsafe` lives: the
-//! system calls. Every write is `MSG_NOSIGNAL`, so a peer's death never raises
-//! SIGPIPE in the survivor; API threads write with `MSG_DONTWAIT` only, so a
-//! sender never blocks on a slow link (the link's writer thread alone waits for
-//! room, bounded by SO_SNDTIMEO).
+//! Byte streams under a link: the `Stream` trait, and sockets (Unix-domain
+//! and TCP, one fd type); the in-process pipe is `transport::inproc`'s. This
+//! file and `src/ffi/` are where `unsafe` lives: the system calls. Every
+//! write is `MSG_NOSIGNAL`, so a peer's death never raises SIGPIPE in the
+//! survivor; API threads write with `MSG_DONTWAIT` only, so a sender never
+//! blocks on a slow link (the link's writer thread alone waits for room,
+//! bounded by SO_SNDTIMEO).
 
-use parking_lot::{Condvar, Mutex};
-use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The in-process pipe, under the name its users (link.rs's tests,
+/// `crate::fuzzing`) know it by.
+pub(crate) use super::transport::InprocStream;
 
 /// What a link needs from its byte stream.
 pub(crate) trait Stream: Send + Sync {
@@ -333,8 +335,8 @@ pub(crate) fn set_nodelay(s: &std::net::TcpStream) {
 }
 
 /// This process's effective user id: the user that must own the directory
-/// of a listening Unix-domain socket (`cmi::bind`), and the `<uid>` of the
-/// default runtime directory `/tmp/mps-<uid>`.
+/// of a listening Unix-domain socket (`cmi::transport::unix::bind`), and
+/// the `<uid>` of the default runtime directory `/tmp/mps-<uid>`.
 pub(crate) fn effective_uid() -> u32 {
     // SAFETY: geteuid takes no argument, touches no memory of ours and cannot fail.
     unsafe { libc::geteuid() }
@@ -580,154 +582,9 @@ pub(crate) fn connect_tcp(addr: &std::net::SocketAddr, timeout: Duration, stop: 
     connect_raw(domain, &ss, len as libc::socklen_t, timeout, stop)
 }
 
-// --- the in-process pipe ------------------------------------------------------
-
-/// Bytes one direction of an in-process pipe holds before a writer sees `WouldBlock`.
-const PIPE_CAPACITY: usize = 1 << 20;
-
-struct PipeState {
-    data: VecDeque<u8>,
-    closed: bool,
-    /// A reader was interrupted (`Stream::interrupt`) and has not yet noticed.
-    interrupted: bool,
-}
-
-/// One direction of an in-process byte pipe.
-struct Pipe {
-    state: Mutex<PipeState>,
-    readable: Condvar,
-    writable: Condvar,
-}
-
-impl Pipe {
-    fn new() -> Arc<Pipe> {
-        Arc::new(Pipe {
-            state: Mutex::new(PipeState { data: VecDeque::new(), closed: false, interrupted: false }),
-            readable: Condvar::new(),
-            writable: Condvar::new(),
-        })
-    }
-    fn close(&self) {
-        self.state.lock().closed = true;
-        self.readable.notify_all();
-        self.writable.notify_all();
-    }
-    /// The writer is done: the reader sees end-of-stream after the data.
-    fn close_write(&self) {
-        self.close();
-    }
-}
-
-/// An in-process link end: the same frames, handshake and heartbeats as a
-/// socket, carried through memory between two SP instances of one process.
-pub(crate) struct InprocStream {
-    rx: Arc<Pipe>,
-    tx: Arc<Pipe>,
-}
-
-impl InprocStream {
-    /// Two connected ends.
-    pub(crate) fn pair() -> (InprocStream, InprocStream) {
-        let a = Pipe::new();
-        let b = Pipe::new();
-        (InprocStream { rx: a.clone(), tx: b.clone() }, InprocStream { rx: b, tx: a })
-    }
-}
-
-impl Stream for InprocStream {
-    fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
-        // None (Duration::MAX): no deadline.
-        let deadline = Instant::now().checked_add(timeout);
-        let mut st = self.rx.state.lock();
-        while st.data.is_empty() && !st.closed {
-            if st.interrupted {
-                st.interrupted = false;
-                return Ok(None);
-            }
-            match deadline {
-                Some(d) => {
-                    if self.rx.readable.wait_until(&mut st, d).timed_out() && st.data.is_empty() && !st.closed {
-                        return Ok(None);
-                    }
-                }
-                None => self.rx.readable.wait(&mut st),
-            }
-        }
-        let n = buf.len().min(st.data.len());
-        for (dst, src) in buf.iter_mut().zip(st.data.drain(..n)) {
-            *dst = src;
-        }
-        drop(st);
-        self.rx.writable.notify_all();
-        Ok(Some(n))
-    }
-
-    fn write_nonblocking(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let mut st = self.tx.state.lock();
-        if st.closed {
-            return Err(io::Error::from(io::ErrorKind::BrokenPipe));
-        }
-        let mut room = PIPE_CAPACITY.saturating_sub(st.data.len());
-        if room == 0 {
-            return Err(io::Error::from(io::ErrorKind::WouldBlock));
-        }
-        let mut written = 0;
-        for b in bufs.iter().take(MAX_IOV) {
-            let n = b.len().min(room);
-            st.data.extend(&b[..n]);
-            written += n;
-            room -= n;
-            if room == 0 {
-                break;
-            }
-        }
-        drop(st);
-        self.tx.readable.notify_all();
-        Ok(written)
-    }
-
-    fn wait_writable(&self, timeout: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut st = self.tx.state.lock();
-        while st.data.len() >= PIPE_CAPACITY && !st.closed {
-            if self.tx.writable.wait_until(&mut st, deadline).timed_out() {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn shutdown(&self) {
-        self.rx.close();
-        self.tx.close();
-    }
-
-    fn shutdown_write(&self) {
-        self.tx.close_write();
-    }
-
-    fn interrupt(&self) {
-        self.rx.state.lock().interrupted = true;
-        self.rx.readable.notify_all();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn inproc_pipe_carries_bytes_and_reports_close() {
-        let (a, b) = InprocStream::pair();
-        assert_eq!(a.write_nonblocking(&[IoSlice::new(b"hel"), IoSlice::new(b"lo")]).unwrap(), 5);
-        let mut buf = [0u8; 16];
-        assert_eq!(b.read_timeout(&mut buf, Duration::from_secs(5)).unwrap(), Some(5));
-        assert_eq!(&buf[..5], b"hello");
-        assert_eq!(b.read_timeout(&mut buf, Duration::from_millis(1)).unwrap(), None);
-        a.shutdown();
-        assert_eq!(b.read_timeout(&mut buf, Duration::from_secs(5)).unwrap(), Some(0));
-        assert!(b.write_nonblocking(&[IoSlice::new(b"x")]).is_err());
-    }
 
     #[test]
     fn an_interrupt_wakes_a_blocked_socket_read() {
@@ -737,14 +594,6 @@ mod tests {
         let t = std::thread::spawn(move || s2.read_timeout(&mut [0u8; 4], Duration::from_secs(600)));
         s.interrupt();
         assert_eq!(t.join().unwrap().unwrap(), None);
-    }
-
-    #[test]
-    fn inproc_pipe_is_bounded() {
-        let (a, _b) = InprocStream::pair();
-        let big = vec![0u8; PIPE_CAPACITY + 10];
-        assert_eq!(a.write_nonblocking(&[IoSlice::new(&big)]).unwrap(), PIPE_CAPACITY);
-        assert_eq!(a.write_nonblocking(&[IoSlice::new(b"x")]).unwrap_err().kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]
