@@ -100,6 +100,8 @@ enum Plan {
     Cuts { n: usize, every: Duration },
     /// Resets `gap` apart for `len` (each one a fault).
     Storm { gap: Duration, len: Duration },
+    /// No fault at all (the harness's control), over `messages`.
+    Quiet { messages: u64 },
 }
 
 impl Plan {
@@ -109,6 +111,15 @@ impl Plan {
             Plan::Blackhole { .. } => "blackhole",
             Plan::Cuts { .. } => "cuts",
             Plan::Storm { .. } => "storm",
+            Plan::Quiet { .. } => "quiet",
+        }
+    }
+
+    /// Messages to send, both streams together (at least).
+    fn messages(&self) -> u64 {
+        match self {
+            Plan::Quiet { messages } => *messages,
+            _ => MESSAGES,
         }
     }
 
@@ -455,6 +466,8 @@ fn sp_config(text: &str) -> Config {
 /// The run's shared state.
 struct Ctx {
     log: Log,
+    /// Messages to send at least.
+    messages: u64,
     /// Ends the run: every thread of the test returns.
     stop: AtomicBool,
     /// The injector has done its faults and seen the streams flow after them.
@@ -471,7 +484,7 @@ impl Ctx {
 
     /// The streams go on until enough messages are sent and the injector is done.
     fn keep_going(&self) -> bool {
-        !self.stopped() && (self.log.sent() < MESSAGES || !self.injector_done.load(Ordering::SeqCst))
+        !self.stopped() && (self.log.sent() < self.messages || !self.injector_done.load(Ordering::SeqCst))
     }
 
     /// Paces the injector: `d`, cut short by the end of the run.
@@ -561,7 +574,7 @@ fn inject(plan: Plan, proxy: &Proxy, ctx: &Ctx) -> Vec<(Instant, Instant)> {
     let last_reset = |p: &Proxy| *p.reset_times().last().expect("a reset was done");
     match plan {
         Plan::Resets { every, min } => {
-            while !ctx.stopped() && (faults.len() < min || ctx.log.sent() < MESSAGES) {
+            while !ctx.stopped() && (faults.len() < min || ctx.log.sent() < ctx.messages) {
                 ctx.pause(every);
                 if ctx.stopped() {
                     break;
@@ -572,7 +585,7 @@ fn inject(plan: Plan, proxy: &Proxy, ctx: &Ctx) -> Vec<(Instant, Instant)> {
             }
         }
         Plan::Blackhole { len } => {
-            if ctx.wait_for(|| ctx.log.sent() >= MESSAGES / 3) {
+            if ctx.wait_for(|| ctx.log.sent() >= ctx.messages / 3) {
                 let t = Instant::now();
                 proxy.blackhole(len);
                 faults.push((t, t + len));
@@ -601,6 +614,7 @@ fn inject(plan: Plan, proxy: &Proxy, ctx: &Ctx) -> Vec<(Instant, Instant)> {
                 ctx.pause(gap);
             }
         }
+        Plan::Quiet { .. } => {}
     }
     // The streams must be seen flowing after the last fault.
     if let Some(&(_, end)) = faults.last() {
@@ -633,6 +647,7 @@ fn run(transport: Transport, plan: Plan, extra: &str) -> Report {
 
     let ctx = Arc::new(Ctx {
         log: Log::default(),
+        messages: plan.messages(),
         stop: AtomicBool::new(false),
         injector_done: AtomicBool::new(false),
         window: Mutex::new(0),
@@ -765,7 +780,10 @@ fn bounded<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T
 /// message must be confirmed and delivered once, in order, and the streams
 /// must flow again after every fault.
 fn scenario(transport: Transport, plan: Plan) {
-    let extra = link_toml();
+    scenario_with(transport, plan, link_toml());
+}
+
+fn scenario_with(transport: Transport, plan: Plan, extra: String) {
     // Refused here, in the test's own thread, with the reason.
     sp_config(&sp_text("0.A", None, "0.B", "unix:/nonexistent/check.sock", plan, &extra));
     let t = Instant::now();
@@ -777,14 +795,92 @@ fn scenario(transport: Transport, plan: Plan) {
         Plan::Cuts { n, .. } => n,
         // Paced by sleeps of 5 ms: a quarter of them at least.
         Plan::Storm { gap, len } => (len.as_millis() / gap.as_millis() / 4) as usize,
+        Plan::Quiet { .. } => 0,
     };
     assert!(r.faults >= want_faults, "the faults were not all injected ({want_faults} at least):\n{r}");
-    assert!(r.sent() as u64 >= MESSAGES, "not all messages were sent:\n{r}");
+    assert!(r.sent() as u64 >= plan.messages(), "not all messages were sent:\n{r}");
     assert_eq!(r.bad(), 0, "messages in bad classes:\n{r}");
     assert_eq!(r.total().good, r.sent(), "not every message confirmed and delivered once:\n{r}");
     for s in &r.streams {
         assert!(s.recovery.iter().all(|x| x.is_some()), "a stream did not flow again after a fault:\n{r}");
     }
+}
+
+/// The harness's control: with no fault, on any build (without the
+/// `[link]` key), every message is good; a bad class in the scenarios
+/// is the faults' doing, not the harness's.
+#[test]
+fn without_faults_every_message_is_good_over_unix_and_tcp() {
+    for t in [Transport::Unix, Transport::Tcp] {
+        scenario_with(t, Plan::Quiet { messages: 40_000 }, String::new());
+    }
+}
+
+/// The classification tells every class apart (today's link shows only
+/// two of them), and counts nothing that came after the freeze.
+#[test]
+fn the_classification_tells_every_class_apart() {
+    let t0 = Instant::now();
+    let t = |ms: u64| t0 + Duration::from_millis(ms);
+    let log = Log::default();
+    let ok = Status::STATUS_SUCCESS;
+    let lost = Status::STATUS_CONNECTION_DISCONNECTED;
+    // Number: (sent at, completion, delivered at), in ms.
+    type Case = (u64, Option<(u64, Status)>, &'static [u64]);
+    let sync: [Case; 11] = [
+        (0, Some((1, ok)), &[1]),             // 0 good
+        (2, Some((3, ok)), &[3, 4]),          // 1 delivered twice
+        (4, Some((5, ok)), &[]),              // 2 confirmed but lost
+        (6, Some((7, lost)), &[7]),           // 3 failed but delivered
+        (8, Some((9, lost)), &[]),            // 4 failed, not delivered
+        (10, None, &[]),                      // 5 never completed
+        (12, Some((14, ok)), &[14]),          // 6 reordered (after 7)
+        (13, Some((14, ok)), &[13]),          // 7 good
+        (20, Some((21, ok)), &[200]),         // 8 delivered after the freeze: lost
+        (22, Some((200, ok)), &[23]),         // 9 completed after the freeze: never
+        (30, Some((31, Status::STATUS_HOST_UNREACHABLE)), &[]), // 10 refused: failed
+    ];
+    {
+        let mut sends = log.sends[SYNC].lock().unwrap();
+        let mut del: Vec<(u64, Instant)> = Vec::new();
+        for (seq, (start, done, at)) in sync.iter().enumerate() {
+            sends.push(SendRec { start: t(*start), done: done.map(|(ms, st)| (t(ms), st)) });
+            del.extend(at.iter().map(|&ms| (seq as u64, t(ms))));
+        }
+        del.sort_by_key(|&(_, at)| at);
+        *log.deliveries[SYNC].lock().unwrap() = del;
+    }
+    // A fault at 11 ms: 6 (sent at 12) is the first sent after it, confirmed at 14.
+    let (streams, unknown) = classify(&log, t(100), &[(t(11), t(11))]);
+    let c = streams[SYNC].classes;
+    assert_eq!(
+        c,
+        Classes {
+            good: 2,
+            failed_not_delivered: 2,
+            confirmed_lost: 2,
+            delivered_twice: 1,
+            failed_delivered: 1,
+            reordered: 1,
+            never_completed: 2,
+        }
+    );
+    assert_eq!((c.bad(), unknown, streams[SYNC].sent), (9, 0, 11));
+    assert_eq!(streams[SYNC].recovery, vec![Some(Duration::from_millis(3))]);
+    assert_eq!(streams[SYNC].failures.get("STATUS_CONNECTION_DISCONNECTED"), Some(&2));
+    assert_eq!(streams[SYNC].failures.get("STATUS_HOST_UNREACHABLE"), Some(&1));
+    assert_eq!(streams[ASYNC].sent, 0);
+    // A delivery of a number never sent, and a payload not of this test.
+    log.deliveries[ASYNC].lock().unwrap().push((5, t(1)));
+    assert_eq!(classify(&log, t(100), &[]).1, 1);
+    log.delivered(b"not a message of this test", 0);
+    let mut p = payload(ASYNC, 3);
+    *p.last_mut().unwrap() ^= 1;
+    log.delivered(&p, 3);
+    log.delivered(&payload(ASYNC, 3), 4);
+    assert_eq!(log.corrupt.load(Ordering::Relaxed), 3, "bad bytes, a bad filler, a wrong tag");
+    log.delivered(&payload(ASYNC, 3), 3);
+    assert_eq!(log.deliveries[ASYNC].lock().unwrap().last().unwrap().0, 3);
 }
 
 #[test]
