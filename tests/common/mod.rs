@@ -1,6 +1,8 @@
 #![allow(dead_code)]
 //! Shared helpers for the Rust integration tests: unique addresses and SP pairs.
 
+pub mod proxy;
+
 use mps::{Callback, Config, Event, MessageBuf, Mps, ReceivedMessage, SessionId, SpId, Status, Timeout};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
