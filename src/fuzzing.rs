@@ -52,6 +52,7 @@ fn params() -> LinkParams {
         // The fuzz targets feed version-1 frames (their corpora predate
         // version 2); version 2's frames are covered by the unit tests.
         version_max: 1,
+        confirm_on_delivery: false,
     }
 }
 

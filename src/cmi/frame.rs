@@ -375,6 +375,11 @@ pub fn heartbeat_v2(ack: u64) -> [u8; PREFIX_LEN + HEARTBEAT2_LEN] {
 /// `RESUME` flag: the accepting side resumes the link session the dialer
 /// named (without it: a new link session starts, numbered from 1).
 pub const RESUME_FLAG_RESUMED: u32 = 1;
+/// `RESUME` flag: the sender confirms a message only once it has been
+/// handed to its client (`delivered`), not when it is accepted into the
+/// session, so its confirmations may come in another order than the
+/// messages and may take as long as the client does.
+pub const RESUME_FLAG_DELIVERED: u32 = 2;
 
 /// The `RESUME` frame (version 2): sent once each way after the HELLOs, the
 /// dialing side first; the accepting side's answer decides.
@@ -388,7 +393,8 @@ pub struct Resume {
     /// The last sequence number the sender received in that link session
     /// (0: none).
     pub received: u64,
-    /// `RESUME_FLAG_RESUMED`; other bits are reserved and must be 0.
+    /// `RESUME_FLAG_RESUMED`, `RESUME_FLAG_DELIVERED`; other bits are
+    /// reserved and must be 0.
     pub flags: u32,
 }
 
@@ -414,7 +420,7 @@ impl Resume {
         if r.incarnation == 0 {
             return Err("RESUME with incarnation 0".into());
         }
-        if r.flags & !RESUME_FLAG_RESUMED != 0 || le_u32(b, 28) != 0 {
+        if r.flags & !(RESUME_FLAG_RESUMED | RESUME_FLAG_DELIVERED) != 0 || le_u32(b, 28) != 0 {
             return Err(format!("RESUME with unknown flags {:#x} or non-zero reserved bytes", r.flags));
         }
         if r.peer_incarnation == 0 && r.received != 0 {

@@ -150,6 +150,9 @@ pub struct Conn {
     pub(crate) version: u16,
     /// The peer's incarnation (version 2; 0 on version 1).
     pub(crate) peer_incarnation: u64,
+    /// The peer confirms on delivery (its RESUME said so): its confirmations
+    /// may come in any order and as late as its clients take the messages.
+    pub(crate) peer_confirms_on_delivery: bool,
     out: Mutex<OutQueue>,
     writer_wake: Condvar,
     /// Signalled when the writer empties the queue (for `drain`).
@@ -186,13 +189,14 @@ pub(crate) enum Watched {
 
 impl Conn {
     /// A link session with no connection yet (`attach` gives it one).
-    pub(crate) fn session(peer: SpId, epoch: u64, version: u16, peer_max_message: u32, peer_incarnation: u64) -> Conn {
+    pub(crate) fn session(peer: SpId, epoch: u64, version: u16, peer_max_message: u32, peer_incarnation: u64, peer_confirms_on_delivery: bool) -> Conn {
         Conn {
             peer,
             epoch,
             peer_max_message,
             version,
             peer_incarnation,
+            peer_confirms_on_delivery,
             out: Mutex::new(OutQueue::new(0)),
             writer_wake: Condvar::new(),
             drained: Condvar::new(),
@@ -211,7 +215,7 @@ impl Conn {
 
     /// A version-1 session on `stream`, attached (tests and fuzz targets).
     pub(crate) fn new(peer: SpId, epoch: u64, hello: &Hello, stream: Box<dyn Stream>, leftover: &[u8]) -> Conn {
-        let c = Conn::session(peer, epoch, 1, hello.max_message, 0);
+        let c = Conn::session(peer, epoch, 1, hello.max_message, 0, false);
         c.attach(stream, leftover, None, None).expect("a new session takes its first connection");
         c
     }
@@ -504,7 +508,9 @@ impl Conn {
             return Watched::Nothing;
         }
         let idle = now.saturating_sub(wire.last_tx_ms.load(Ordering::Relaxed));
-        if let Some((id, at)) = oldest {
+        // A peer that confirms on delivery takes as long as its clients do:
+        // its progress is judged by its acknowledgements (the next rule).
+        if let Some((id, at)) = oldest.filter(|_| !self.peer_confirms_on_delivery) {
             let age = now.saturating_sub(at);
             if age >= dead_ms {
                 self.kill_wire(&wire, &format!("message {id} unconfirmed for {age} ms: the peer makes no progress, declared dead"));
@@ -548,6 +554,9 @@ pub(crate) struct LinkParams {
     /// The newest protocol version this SP offers (`frame::VERSION_MAX`;
     /// lower in tests that play an older SP).
     pub version_max: u16,
+    /// This SP confirms messages on delivery (`link.confirm = "delivered"`),
+    /// said in its RESUME (version 2 only).
+    pub confirm_on_delivery: bool,
 }
 
 impl LinkParams {
@@ -606,7 +615,7 @@ mod tests {
     static NO_STOP: AtomicBool = AtomicBool::new(false);
 
     fn params() -> LinkParams {
-        LinkParams { local: SpId::a(0), max_message: 1 << 20, heartbeat: Duration::from_millis(50), dead_timeout: Duration::from_millis(2000), read_wait: Duration::from_millis(50), version_max: frame::VERSION_MAX }
+        LinkParams { local: SpId::a(0), max_message: 1 << 20, heartbeat: Duration::from_millis(50), dead_timeout: Duration::from_millis(2000), read_wait: Duration::from_millis(50), version_max: frame::VERSION_MAX, confirm_on_delivery: false }
     }
 
     #[test]

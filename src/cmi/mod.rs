@@ -296,7 +296,16 @@ impl<U: Upcall> Shared<U> {
             Some(c) if c.version >= frame::VERSION_RESUME && !matches!(c.state(), State::Ended(_)) => (c.peer_incarnation, c.received()),
             _ => (0, 0),
         };
-        frame::Resume { incarnation: self.incarnation, peer_incarnation, received, flags: 0 }
+        frame::Resume { incarnation: self.incarnation, peer_incarnation, received, flags: self.my_flags() }
+    }
+
+    /// The flags this SP's RESUME carries about itself.
+    fn my_flags(&self) -> u32 {
+        if self.params.confirm_on_delivery {
+            frame::RESUME_FLAG_DELIVERED
+        } else {
+            0
+        }
     }
 
     /// The session `conn` of `entry`'s peer is over: ended (if it was not
@@ -323,13 +332,14 @@ impl<U: Upcall> Shared<U> {
 
     /// A new link session for `entry`'s peer, replacing (and finishing) the
     /// one it has, if any.
-    fn new_session(&self, entry: &PeerEntry, hello: &frame::Hello, version: u16, peer_incarnation: u64, why_old_ends: &str) -> Arc<Conn> {
+    fn new_session(&self, entry: &PeerEntry, hello: &frame::Hello, version: u16, peer_incarnation: u64, peer_flags: u32, why_old_ends: &str) -> Arc<Conn> {
         let old = entry.conn.lock().clone();
         if let Some(old) = old {
             self.finish(entry, &old, why_old_ends);
         }
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
-        Arc::new(Conn::session(entry.sp, epoch, version, hello.max_message, peer_incarnation))
+        let on_delivery = peer_flags & frame::RESUME_FLAG_DELIVERED != 0;
+        Arc::new(Conn::session(entry.sp, epoch, version, hello.max_message, peer_incarnation, on_delivery))
     }
 
     /// Makes the link session a new connection carries, after its HELLOs
@@ -353,7 +363,7 @@ impl<U: Upcall> Shared<U> {
         let (conn, received, first, resumed) = match theirs {
             None => {
                 let why = format!("SP {} connected again with protocol version {version}", entry.sp);
-                (self.new_session(entry, hello, version, 0, &why), None, None, false)
+                (self.new_session(entry, hello, version, 0, 0, &why), None, None, false)
             }
             Some(r) => {
                 let same = cur.as_ref().filter(|c| {
@@ -367,7 +377,7 @@ impl<U: Upcall> Shared<U> {
                         return None;
                     };
                     let answer = (!dialer).then(|| {
-                        frame::Resume { incarnation: self.incarnation, peer_incarnation: r.incarnation, received: c.received(), flags: frame::RESUME_FLAG_RESUMED }.encode()
+                        frame::Resume { incarnation: self.incarnation, peer_incarnation: r.incarnation, received: c.received(), flags: frame::RESUME_FLAG_RESUMED | self.my_flags() }.encode()
                     });
                     (c, Some(r.received), answer, true)
                 } else {
@@ -376,8 +386,8 @@ impl<U: Upcall> Shared<U> {
                         Some(_) => format!("SP {} no longer has this link session: it starts afresh", entry.sp),
                         None => String::new(),
                     };
-                    let answer = (!dialer).then(|| frame::Resume { incarnation: self.incarnation, peer_incarnation: r.incarnation, received: 0, flags: 0 }.encode());
-                    (self.new_session(entry, hello, version, r.incarnation, &why), None, answer, false)
+                    let answer = (!dialer).then(|| frame::Resume { incarnation: self.incarnation, peer_incarnation: r.incarnation, received: 0, flags: self.my_flags() }.encode());
+                    (self.new_session(entry, hello, version, r.incarnation, r.flags, &why), None, answer, false)
                 }
             }
         };
@@ -667,6 +677,7 @@ impl<U: Upcall> Cmi<U> {
             // The watch thread below keeps the clocks: readers wait untimed.
             read_wait: Duration::MAX,
             version_max: cfg.protocol_version_max,
+            confirm_on_delivery: false,
         };
         let peers = cfg
             .peers

@@ -344,6 +344,12 @@ impl Conn {
                 Some(&(oldest, _)) if oldest == id => {
                     q.unacked.pop_front();
                 }
+                // A peer that confirms on delivery confirms in the order its
+                // clients take the messages: any unconfirmed one, once.
+                Some(_) if self.peer_confirms_on_delivery && q.unacked.iter().any(|m| m.0 == id) => {
+                    let at = q.unacked.iter().position(|m| m.0 == id).expect("present");
+                    q.unacked.remove(at);
+                }
                 Some(&(oldest, _)) => {
                     return Err(format!(
                         "malformed frame: CONFIRM of message {id}, but the oldest unconfirmed message on this connection is {oldest}"
