@@ -157,6 +157,34 @@ pub struct Config {
     /// The newest protocol version this SP offers (`[link]
     /// max_protocol_version`, default the newest this build speaks).
     pub protocol_version_max: u16,
+    /// When this SP confirms a message it receives (`[link] confirm`).
+    pub confirm: ConfirmPoint,
+}
+
+/// The point at which an SP confirms a message it receives (`[link] confirm`;
+/// README, "Confirmations", says what each promises the sender).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConfirmPoint {
+    /// `"accepted"` (the default, the seed's FIG. 8A): when the message is
+    /// in the target MPS's session (queued for receive, handed to a waiting
+    /// receive, or queued for the callback), before the client has it.
+    #[default]
+    Accepted,
+    /// `"delivered"`: once the client has it: the callback that received it
+    /// has returned, or the synchronous receive has handed it over. Needs
+    /// protocol version 2 on the link; on a version-1 link the SP confirms on
+    /// acceptance (and logs a warning once per link).
+    Delivered,
+}
+
+impl ConfirmPoint {
+    /// The configuration file's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfirmPoint::Accepted => "accepted",
+            ConfirmPoint::Delivered => "delivered",
+        }
+    }
 }
 
 /// The send buffer libmps asks for on local links (Unix-domain sockets and
@@ -267,6 +295,7 @@ struct RawReconnect {
 struct RawLink {
     resume_timeout_ms: Option<Spanned<u64>>,
     max_protocol_version: Option<Spanned<u64>>,
+    confirm: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -381,6 +410,7 @@ impl Config {
             socket_send_buffer: None,
             resume_timeout: Duration::from_millis(defaults::RESUME_TIMEOUT_MS),
             protocol_version_max: crate::cmi::frame::VERSION_MAX,
+            confirm: ConfirmPoint::Accepted,
         })
     }
 
@@ -555,6 +585,21 @@ impl Config {
         let newest = crate::cmi::frame::VERSION_MAX as u64;
         let protocol_version_max =
             c.range(&raw.link.max_protocol_version, "max_protocol_version", crate::cmi::frame::VERSION_MIN as u64, newest, newest)? as u16;
+        let confirm = match &raw.link.confirm {
+            None => ConfirmPoint::Accepted,
+            Some(v) if v.get_ref() == "accepted" => ConfirmPoint::Accepted,
+            Some(v) if v.get_ref() == "delivered" => ConfirmPoint::Delivered,
+            Some(v) => {
+                return c.err(
+                    v.span(),
+                    format!(
+                        "confirm = {:?} is neither \"accepted\" (confirm when the message is in the target's session: the default) \
+                         nor \"delivered\" (confirm once the client has it: its callback returned, or its receive handed it over)",
+                        v.get_ref()
+                    ),
+                )
+            }
+        };
 
         Ok(Config {
             local,
@@ -573,6 +618,7 @@ impl Config {
             socket_send_buffer,
             resume_timeout: Duration::from_millis(resume),
             protocol_version_max,
+            confirm,
         })
     }
 
@@ -649,6 +695,31 @@ dead_peer_timeout_ms = 1000
         let on = text.replace("# socket_send_buffer = 524288", "socket_send_buffer = 524288");
         assert_ne!(on, text, "the example should show socket_send_buffer");
         assert_eq!(Config::from_toml(&on, "example").unwrap().socket_send_buffer, Some(512 << 10));
+        // Its commented-out confirmation point, as shown and switched to the other one.
+        assert_eq!(c.confirm, ConfirmPoint::Accepted);
+        let shown = text.replace("# confirm = \"accepted\"", "confirm = \"accepted\"");
+        assert_ne!(shown, text, "the example should show link.confirm");
+        assert_eq!(Config::from_toml(&shown, "example").unwrap().confirm, ConfirmPoint::Accepted);
+        let other = text.replace("# confirm = \"accepted\"", "confirm = \"delivered\"");
+        assert_eq!(Config::from_toml(&other, "example").unwrap().confirm, ConfirmPoint::Delivered);
+    }
+
+    #[test]
+    fn link_confirm_is_accepted_or_delivered() {
+        let with = |v: &str| Config::from_toml(&format!("sp = \"0.A\"\n[link]\nconfirm = {v}\n"), "t.toml");
+        assert_eq!(Config::from_toml("sp = \"0.A\"\n", "t").unwrap().confirm, ConfirmPoint::Accepted, "the default");
+        assert_eq!(Config::embedded_default(SpId::a(0), Path::new("/tmp/rt")).unwrap().confirm, ConfirmPoint::Accepted);
+        assert_eq!(with("\"accepted\"").unwrap().confirm, ConfirmPoint::Accepted);
+        assert_eq!(with("\"delivered\"").unwrap().confirm, ConfirmPoint::Delivered);
+        assert_eq!(ConfirmPoint::Delivered.as_str(), "delivered");
+        for bad in ["\"Delivered\"", "\"received\"", "\"\"", "\"accepted \""] {
+            let e = with(bad).expect_err(bad);
+            assert_eq!(e.line, Some(3), "{bad}: {e}");
+            assert!(e.reason.starts_with("confirm = ") && e.reason.contains("\"accepted\"") && e.reason.contains("\"delivered\""), "{bad}: {e}");
+        }
+        // Not a string at all: refused by the parser, on its line.
+        let e = with("true").expect_err("a boolean");
+        assert_eq!(e.line, Some(3), "{e}");
     }
 
     #[test]
