@@ -27,6 +27,7 @@ use crate::status::Status;
 use parking_lot::Mutex;
 use std::io::IoSlice;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The largest message the fuzzed link accepts (its `max_message_size`).
@@ -122,7 +123,7 @@ fn drain(peer: &InprocStream) -> Vec<u8> {
 
 /// Runs the link's reader over `conn` until the link ends, then checks what
 /// it wrote back (read from `peer`) against what it handed up.
-fn read_until_end(conn: &Conn, leftover: &[u8], peer: &InprocStream, up: &Recorder) -> String {
+fn read_until_end(conn: &Arc<Conn>, leftover: &[u8], peer: &InprocStream, up: &Recorder) -> String {
     let stop = AtomicBool::new(false);
     let mut ctx = RxCtx::new(leftover);
     let t0 = Instant::now();
@@ -163,10 +164,10 @@ fn read_until_end(conn: &Conn, leftover: &[u8], peer: &InprocStream, up: &Record
 
 /// A link (this SP 0.A, the peer 0.B) whose peer wrote `input` and closed;
 /// returns the link and the peer's end.
-fn link_fed(input: &[u8], hello: &Hello) -> (Conn, InprocStream) {
+fn link_fed(input: &[u8], hello: &Hello) -> (Arc<Conn>, InprocStream) {
     let (ours, peer) = InprocStream::pair();
     write_all_then_close(&peer, input);
-    (Conn::new(SpId::b(0), 1, hello, Box::new(ours), &[]), peer)
+    (Arc::new(Conn::new(SpId::b(0), 1, hello, Box::new(ours), &[])), peer)
 }
 
 /// Writes all of `input` into the pipe (it holds 1 MiB, more than any fuzz
@@ -316,7 +317,7 @@ pub fn handshake(data: &[u8]) {
             assert!((frame::VERSION_MIN..=frame::VERSION_MAX).contains(&version));
             assert!((hello.version_min..=hello.version_max).contains(&version), "agreed version {version} outside the peer's range");
             assert!(data[frame_len..].starts_with(&leftover), "the leftover is not what followed the HELLO");
-            let conn = Conn::new(hello.sp, 1, &hello, Box::new(ours), &leftover);
+            let conn = Arc::new(Conn::new(hello.sp, 1, &hello, Box::new(ours), &leftover));
             let up = Recorder::default();
             read_until_end(&conn, &leftover, &peer, &up);
         }

@@ -27,7 +27,7 @@ pub(crate) use handshake::{handshake, read_answer, write_whole, Answer, Greeting
 pub(crate) use role::{Holder, LinkThreadEnd, ReadRole, Stint};
 #[cfg(test)]
 pub(crate) use rx::run_reader;
-pub(crate) use rx::{read_stint, RxCtx};
+pub(crate) use rx::{read_stint, ConfirmLater, RxCtx};
 pub(crate) use tx::CONFIRM_BACKLOG_LOW;
 
 use super::frame::{self, Hello};
@@ -652,7 +652,7 @@ mod tests {
     #[test]
     fn a_garbage_frame_ends_the_link_with_a_reason() {
         let (a, b) = InprocStream::pair();
-        let conn = Conn::new(SpId::a(0), 1, &params().hello(), Box::new(b), &[]);
+        let conn = Arc::new(Conn::new(SpId::a(0), 1, &params().hello(), Box::new(b), &[]));
         a.write_nonblocking(&[IoSlice::new(&[0xff; 16])]).unwrap();
         let (up, _c) = recorder();
         let why = run_reader(&conn, params(), &up, vec![], &NO_STOP);
@@ -709,7 +709,7 @@ mod tests {
     #[test]
     fn a_silent_peer_is_declared_dead() {
         let (_a, b) = InprocStream::pair();
-        let conn = Conn::new(SpId::a(0), 1, &params().hello(), Box::new(b), &[]);
+        let conn = Arc::new(Conn::new(SpId::a(0), 1, &params().hello(), Box::new(b), &[]));
         let (up, _c) = recorder();
         let p = LinkParams { dead_timeout: Duration::from_millis(200), ..params() };
         let t0 = Instant::now();

@@ -14,7 +14,7 @@ pub(crate) mod stream;
 mod transport;
 
 pub use link::Payload;
-pub(crate) use link::{Conn, LinkDown};
+pub(crate) use link::{ConfirmLater, Conn, LinkDown};
 
 use crate::config::{Address, Config};
 use crate::log::{log, Level};
@@ -44,6 +44,12 @@ pub struct InboundMessage<'a> {
     pub name: &'a str,
     /// The message, already copied out of the transport's buffers.
     pub payload: Vec<u8>,
+    /// This SP confirms on delivery on this link (`link.confirm =
+    /// "delivered"`, version 2): if `accept` takes the message, the link
+    /// sends no confirmation for it; the upper layer sends its SUCCESS with
+    /// this once the client has it (or another status if it is discarded).
+    /// `None`: the link confirms it with `accept`'s verdict (FIG. 8A).
+    pub(crate) confirm_later: Option<ConfirmLater>,
 }
 
 /// What the transport reports upward. Called on link threads, with no CMI lock held.
@@ -677,7 +683,7 @@ impl<U: Upcall> Cmi<U> {
             // The watch thread below keeps the clocks: readers wait untimed.
             read_wait: Duration::MAX,
             version_max: cfg.protocol_version_max,
-            confirm_on_delivery: false,
+            confirm_on_delivery: cfg.confirm == crate::config::ConfirmPoint::Delivered,
         };
         let peers = cfg
             .peers

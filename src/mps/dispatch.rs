@@ -33,6 +33,9 @@ pub(crate) struct Queued {
     pub ev: super::Event,
     /// The delivery it came in; `None`: a delivery of its own.
     pub delivery: Option<Arc<Delivery>>,
+    /// A received message's confirmation, owed once the callback has
+    /// returned (confirming on delivery: `Core::run_event`).
+    pub receipt: Option<super::Receipt>,
 }
 
 struct RunQueue {
@@ -190,7 +193,7 @@ fn run_turn(core: &Arc<Core>, s: &Arc<Session>) {
                 // is pending (its CloseCompleted comes after this callback).
                 st.running = true;
                 drop(st);
-                core.run_event(s, q.ev, left);
+                core.run_event(s, q.ev, left, q.receipt);
                 ran += 1;
                 st = s.st.lock();
                 st.running = false;

@@ -19,8 +19,8 @@ pub use buffer::{MessageBuf, MessageBytes, Payload};
 pub(crate) use buffer::LentBytes;
 pub use session::MAX_SESSIONS;
 
-use crate::cmi::{frame, Cmi, Conn, InboundMessage, LinkDown, NotConfigured, Upcall};
-use crate::config::{Address, Config, ConfigError};
+use crate::cmi::{frame, Cmi, ConfirmLater, Conn, InboundMessage, LinkDown, NotConfigured, Upcall};
+use crate::config::{Address, Config, ConfigError, ConfirmPoint};
 use crate::log::{log, Level};
 use crate::sp_id::SpId;
 use crate::status::Status;
@@ -198,6 +198,8 @@ pub fn in_callback() -> bool {
 }
 
 pub(crate) struct Core {
+    /// This core itself (for the loopback receipts that complete its sends).
+    me: Weak<Core>,
     cfg: Arc<Config>,
     table: Table,
     dispatcher: Dispatcher,
@@ -237,6 +239,81 @@ impl Drop for Owner {
 /// Adapts the transport's upcalls to the core without a reference cycle.
 pub(crate) struct Up(Weak<Core>);
 
+/// Confirming on delivery (`link.confirm = "delivered"`): the confirmation a
+/// message's sender is owed, which travels with the message until the client
+/// has it (`delivered`: STATUS_SUCCESS, after the callback that received it
+/// returned, or as `receive` hands it over) or it is discarded (`discarded`:
+/// STATUS_PIPE_CLOSING, the status a closing session gives; never SUCCESS).
+/// One dropped unsettled is discarded, so no path leaves its sender waiting
+/// (a sender does not time out the messages of a peer that confirms on
+/// delivery). Settled or dropped only with no session lock held: a loopback
+/// receipt completes a send of the very session it was received on.
+pub(crate) struct Receipt(Option<Owed>);
+
+enum Owed {
+    /// From a peer: its confirmation, on the link session it came in on (if
+    /// that session is over the confirmation cannot leave, and its sender
+    /// hears STATUS_CONNECTION_DISCONNECTED instead).
+    Link(ConfirmLater),
+    /// A loopback message (a send to this SP itself): the send to complete.
+    Local(Weak<Core>, Box<Pending>),
+}
+
+impl Receipt {
+    /// The client has the message: its sender gets STATUS_SUCCESS.
+    fn delivered(mut self) {
+        self.settle(Status::STATUS_SUCCESS);
+    }
+
+    /// The message was discarded before any client had it.
+    fn discarded(mut self) {
+        self.settle(Status::STATUS_PIPE_CLOSING);
+    }
+
+    fn settle(&mut self, status: Status) {
+        match self.0.take() {
+            None => {}
+            Some(Owed::Link(c)) => {
+                // False: the link session is over; its end fails the send.
+                let _ = c.send(status);
+            }
+            Some(Owed::Local(core, p)) => match core.upgrade() {
+                Some(core) => core.complete(*p, status, None, None),
+                None => {
+                    if let Pending::Sync(slot) = *p {
+                        slot.complete(status);
+                    }
+                }
+            },
+        }
+    }
+}
+
+impl Drop for Receipt {
+    fn drop(&mut self) {
+        self.settle(Status::STATUS_PIPE_CLOSING);
+    }
+}
+
+/// A message a session holds for its synchronous receive (queued, or handed
+/// to a waiting receiver), with the confirmation its sender is owed when this
+/// SP confirms on delivery.
+pub(crate) struct Held {
+    pub msg: ReceivedMessage,
+    pub receipt: Option<Receipt>,
+}
+
+impl Held {
+    /// The message, handed to the client now: its sender's confirmation
+    /// leaves (on delivery). Called with no session lock held.
+    fn hand_over(self) -> ReceivedMessage {
+        if let Some(r) = self.receipt {
+            r.delivered();
+        }
+        self.msg
+    }
+}
+
 /// A message accepted into a session (its place reserved), waiting for its
 /// confirmation to leave before it is dispatched (seed FIG. 8A).
 pub(crate) struct Accepted {
@@ -249,6 +326,9 @@ pub(crate) struct Accepted {
     to_queue: bool,
     /// Its place among the session's reservations for the queue (`to_queue`).
     ticket: u64,
+    /// Confirming on delivery: what its sender is owed (dropped with the
+    /// message if it is never dispatched, after the session's lock is let go).
+    receipt: Option<Receipt>,
 }
 
 impl Drop for Accepted {
@@ -445,7 +525,8 @@ impl Core {
     /// adds them; the model checker drives it bare: src/mps/model.rs).
     fn new(cfg: Arc<Config>) -> Arc<Core> {
         let outstanding = cfg.peers.iter().map(|p| (p.sp, Mutex::new(FxHashMap::default()))).collect();
-        Arc::new(Core {
+        Arc::new_cyclic(|me| Core {
+            me: me.clone(),
             cfg,
             table: Table::default(),
             dispatcher: Dispatcher::new(),
@@ -514,13 +595,43 @@ impl Core {
         if st.testers > 0 {
             s.settled.notify_all();
         }
-        if st.idle() {
+        // Confirming on delivery, the queued messages are discarded now, not
+        // when the close completes: no receive can take them any more, and
+        // their senders (a loopback send of this very session among them,
+        // which keeps the close pending) must hear so.
+        let discarded = if self.cfg.confirm == ConfirmPoint::Delivered { self.discard_queue(&s, &mut st) } else { Vec::new() };
+        let outcome = if st.idle() {
             self.finish_close(&s, &mut st, false);
-            Ok(CloseOutcome::Closed)
+            CloseOutcome::Closed
         } else {
             log!(Level::Debug, "session {:#x} close pending: {} send(s), {} receiver(s), {} event(s)", id.0, st.sends, st.receivers, st.events.len());
-            Ok(CloseOutcome::Pending)
+            CloseOutcome::Pending
+        };
+        drop(st);
+        for h in discarded {
+            if let Some(r) = h.receipt {
+                r.discarded();
+            }
         }
+        Ok(outcome)
+    }
+
+    /// Takes the session's queued messages out to be discarded (each with its
+    /// receipt, to be settled once the lock is let go), saying so in the log.
+    fn discard_queue(&self, s: &Session, st: &mut session::State) -> Vec<Held> {
+        if st.queue.is_empty() {
+            return Vec::new();
+        }
+        log!(
+            Level::Warn,
+            "session {:#x} ({:?}) closed with {} queued message(s) not received; they are discarded",
+            s.id.0,
+            s.name,
+            st.queue.len()
+        );
+        let out: Vec<Held> = st.queue.drain(..).collect();
+        st.held_bytes -= out.iter().map(|h| h.msg.data.len() as u64).sum::<u64>();
+        out
     }
 
     pub(crate) fn maybe_finish_close_pub(&self, s: &Arc<Session>, st: &mut session::State) {
@@ -536,7 +647,10 @@ impl Core {
 
     fn finish_close(&self, s: &Arc<Session>, st: &mut session::State, notify: bool) {
         st.closed = true;
-        let discarded: u64 = st.queue.iter().map(|m| m.data.len() as u64).sum();
+        // Confirming on delivery, `close` discarded the queue and nothing is
+        // queued while closing: no receipt is dropped under the lock here.
+        debug_assert!(st.queue.iter().all(|h| h.receipt.is_none()), "a queued message owed a confirmation at close");
+        let discarded: u64 = st.queue.iter().map(|h| h.msg.data.len() as u64).sum();
         st.held_bytes -= discarded;
         if !st.queue.is_empty() {
             // Confirmed to their senders, queued in the session, and closed
@@ -561,8 +675,14 @@ impl Core {
     /// Queues an event for the session's callback (counted for
     /// `sp_pending_events`); the caller schedules the session.
     fn queue_event(&self, st: &mut session::State, ev: Event, delivery: Option<&Arc<Delivery>>) {
+        self.queue_event_owing(st, ev, delivery, None);
+    }
+
+    /// `queue_event`, for a received message whose sender is owed `receipt`
+    /// once its callback has returned (confirming on delivery).
+    fn queue_event_owing(&self, st: &mut session::State, ev: Event, delivery: Option<&Arc<Delivery>>, receipt: Option<Receipt>) {
         self.dispatcher.count_event();
-        st.events.push_back(Queued { ev, delivery: delivery.cloned() });
+        st.events.push_back(Queued { ev, delivery: delivery.cloned(), receipt });
     }
 
     /// Puts a session that has events on the dispatcher's run queue, unless
@@ -622,9 +742,16 @@ impl Core {
                     sync,
                     name: &s.name,
                     payload: buffer.as_slice()[..size].to_vec(),
+                    confirm_later: None,
                 },
             );
             match verdict {
+                // Confirmed on delivery: the send completes when the client
+                // has the message (its receipt), like one from a peer.
+                Ok(mut a) if self.cfg.confirm == ConfirmPoint::Delivered => {
+                    a.receipt = Some(Receipt(Some(Owed::Local(self.me.clone(), Box::new(pending)))));
+                    self.dispatch(a);
+                }
                 Ok(a) => {
                     self.complete(pending, Status::STATUS_SUCCESS, None, None);
                     self.dispatch(a);
@@ -799,10 +926,11 @@ impl Core {
         }
         let horizon = st.next_queue_ticket();
         loop {
-            if let Some(pos) = st.queue.iter().position(|m| transaction == 0 || m.tag == transaction) {
-                let m = st.queue.remove(pos).expect("position is in range");
-                st.held_bytes -= m.data.len() as u64;
-                return Ok(m);
+            if let Some(pos) = st.queue.iter().position(|h| transaction == 0 || h.msg.tag == transaction) {
+                let h = st.queue.remove(pos).expect("position is in range");
+                st.held_bytes -= h.msg.data.len() as u64;
+                drop(st);
+                return Ok(h.hand_over());
             }
             // A message already confirmed to its sender may be about to be
             // queued (confirm, then dispatch: FIG. 8A); a test must not miss
@@ -857,7 +985,8 @@ impl Core {
         };
         st.receivers -= 1;
         self.maybe_finish_close(&s, &mut st);
-        r
+        drop(st);
+        r.map(Held::hand_over)
     }
 
     /// A message for a session of this SP (seed FIG. 8A): decides its
@@ -895,23 +1024,35 @@ impl Core {
             st.held_bytes += bytes;
             st.reserve(to_queue)
         };
+        let receipt = m.confirm_later.map(|c| Receipt(Some(Owed::Link(c))));
         let msg = ReceivedMessage { data: m.payload, sender: from, tag: m.tag, session: s.id, context: s.context };
-        Ok(Accepted { core: Weak::new(), session: s, msg: Some(msg), to_queue, ticket })
+        Ok(Accepted { core: Weak::new(), session: s, msg: Some(msg), to_queue, ticket, receipt })
     }
 
     /// Delivers an accepted message whose confirmation has left: to a blocked
     /// receiver or the queue (FIG. 8B), or to the callback (FIG. 8C).
+    ///
+    /// Confirming on delivery, its receipt goes with it (to the waiter, the
+    /// queue or the callback's event); a message discarded here instead
+    /// (its session closed, or closing and bound for the queue, which no
+    /// receive takes from any more) has its receipt discarded.
     fn dispatch(&self, mut a: Accepted) {
         let Some(msg) = a.msg.take() else { return };
+        let receipt = a.receipt.take();
         let s = &a.session;
         let mut st = s.st.lock();
         st.unreserve(a.to_queue, a.ticket);
         if a.to_queue && st.testers > 0 {
             s.settled.notify_all();
         }
-        if st.closed {
+        if st.closed || (a.to_queue && st.closing && receipt.is_some()) {
             // Closed in between: discarded, like a message queued at close.
             st.held_bytes -= msg.data.len() as u64;
+            self.maybe_finish_close(s, &mut st);
+            drop(st);
+            if let Some(r) = receipt {
+                r.discarded();
+            }
             return;
         }
         st.last_sender = Some(msg.sender);
@@ -919,16 +1060,16 @@ impl Core {
             if let Some(pos) = st.waiters.iter().position(|w| w.wants(msg.tag)) {
                 let w = st.waiters.remove(pos).expect("position is in range");
                 st.held_bytes -= msg.data.len() as u64;
-                w.complete(Ok(msg));
+                w.complete(Ok(Held { msg, receipt }));
                 return;
             }
-            st.queue.push_back(msg);
+            st.queue.push_back(Held { msg, receipt });
             // A close that waited for this message's dispatch completes now
             // (and discards the queue, as any close does).
             self.maybe_finish_close(s, &mut st);
         } else {
             st.received_events += 1;
-            self.queue_event(&mut st, Event::MessageReceived(msg), None);
+            self.queue_event_owing(&mut st, Event::MessageReceived(msg), None, receipt);
             self.schedule(s, &mut st, None);
         }
     }
@@ -994,7 +1135,12 @@ impl Core {
     /// seeing its last completion gets STATUS_SUCCESS, not a race with the
     /// library's accounting. (A CloseCompleted this makes due still comes
     /// after this callback: the session's events are run in order.)
-    pub(crate) fn run_event(&self, s: &Arc<Session>, ev: Event, delivery_left: usize) {
+    ///
+    /// Confirming on delivery, a received message's sender gets its
+    /// STATUS_SUCCESS once the callback has returned: also when it panicked
+    /// (the message was handed over; what the client made of it is the
+    /// client's, and the library keeps no copy to hand over again).
+    pub(crate) fn run_event(&self, s: &Arc<Session>, ev: Event, delivery_left: usize, receipt: Option<Receipt>) {
         match &ev {
             Event::MessageSent { .. } => self.send_done(s, true),
             Event::MessageReceived(m) => {
@@ -1012,6 +1158,9 @@ impl Core {
             IN_CALLBACK.with(|c| c.set(false));
             if r.is_err() {
                 log!(Level::Error, "a callback of session {:#x} panicked; the event is dropped", s.id.0);
+            }
+            if let Some(r) = receipt {
+                r.delivered();
             }
         }
     }
@@ -1037,6 +1186,19 @@ impl Core {
             if st.testers > 0 {
                 s.settled.notify_all();
             }
+            // Confirming on delivery, queued messages are discarded before
+            // the callback threads stop: a loopback send's completion is
+            // still delivered. (A peer's sender hears of it from the link's
+            // end: the links are closed already.)
+            if self.cfg.confirm == ConfirmPoint::Delivered {
+                let discarded = self.discard_queue(&s, &mut st);
+                drop(st);
+                for h in discarded {
+                    if let Some(r) = h.receipt {
+                        r.discarded();
+                    }
+                }
+            }
         }
         // Delivers what is queued (failed sends' callbacks above all), then joins.
         self.dispatcher.stop();
@@ -1044,11 +1206,14 @@ impl Core {
         for s in self.table.all() {
             let mut st = s.st.lock();
             st.closed = true;
-            st.queue.clear();
+            let queue = std::mem::take(&mut st.queue);
             undelivered += st.events.len();
             self.dispatcher.discount_events(st.events.len());
-            st.events.clear();
+            let events = std::mem::take(&mut st.events);
             self.table.remove(&s);
+            // Dropped (their receipts with them) with the lock let go.
+            drop(st);
+            drop((queue, events));
         }
         if undelivered > 0 {
             // Not expected: every source of events has stopped before the

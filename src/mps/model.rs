@@ -106,7 +106,7 @@ fn open_recorded(
 
 /// A message for the session as a link thread hands it up.
 fn inbound(sync: bool) -> InboundMessage<'static> {
-    InboundMessage { conduit: 0, domain: 7, tag: 5, sync, name: MAILBOX, payload: vec![1, 2, 3] }
+    InboundMessage { conduit: 0, domain: 7, tag: 5, sync, name: MAILBOX, payload: vec![1, 2, 3], confirm_later: None }
 }
 
 /// One callback thread, as `Dispatcher::start` runs it.

@@ -2,7 +2,7 @@
 //! that maps handles and (conduit, domain, mailbox) names to them.
 
 use super::dispatch::Queued;
-use super::{Callback, ReceivedMessage, SessionId};
+use super::{Callback, Held, SessionId};
 use crate::cmi::Conn;
 use crate::status::Status;
 use crate::sync::{Condvar, Mutex, RwLock};
@@ -49,7 +49,7 @@ pub(crate) struct State {
     /// Threads inside `MpsSynchronousReceive` for this session.
     pub receivers: usize,
     /// Messages for synchronous receive, oldest first (seed FIG. 8B).
-    pub queue: VecDeque<ReceivedMessage>,
+    pub queue: VecDeque<Held>,
     /// Blocked receivers, oldest first.
     pub waiters: VecDeque<Arc<Waiter>>,
     /// Events for the callback, in order.
@@ -129,7 +129,7 @@ impl State {
 /// A thread blocked in `MpsSynchronousReceive`.
 pub(crate) struct Waiter {
     pub transaction: u32,
-    slot: Mutex<Option<Result<ReceivedMessage, Status>>>,
+    slot: Mutex<Option<Result<Held, Status>>>,
     cv: Condvar,
     /// The link this waiter's thread is reading, if it is: a completion from
     /// another thread must interrupt that read.
@@ -148,7 +148,7 @@ impl Waiter {
 
     /// Hands the waiter its result. Called with the session's lock held, after
     /// removing the waiter from the session's list.
-    pub fn complete(&self, r: Result<ReceivedMessage, Status>) {
+    pub fn complete(&self, r: Result<Held, Status>) {
         *self.slot.lock() = Some(r);
         self.cv.notify_one();
         if let Some((reader, conn)) = self.reading.lock().as_ref() {
@@ -179,7 +179,7 @@ impl Waiter {
     }
 
     /// Waits for a result until `deadline` (`None`: forever). `None` when the time ran out.
-    pub fn wait(&self, deadline: Option<Instant>) -> Option<Result<ReceivedMessage, Status>> {
+    pub fn wait(&self, deadline: Option<Instant>) -> Option<Result<Held, Status>> {
         let mut s = self.slot.lock();
         loop {
             if let Some(r) = s.take() {
@@ -197,7 +197,7 @@ impl Waiter {
     }
 
     /// Takes a result that `complete` stored (after the waiter lost its place in the list).
-    pub fn take(&self) -> Option<Result<ReceivedMessage, Status>> {
+    pub fn take(&self) -> Option<Result<Held, Status>> {
         self.slot.lock().take()
     }
 }

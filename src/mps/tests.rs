@@ -19,7 +19,7 @@ fn upcalls(m: &Mps) -> Up {
 
 /// A synchronous message for mailbox "T" with tag `tag` and one byte.
 fn msg(tag: u32) -> InboundMessage<'static> {
-    InboundMessage { conduit: 0, domain: 0, tag, sync: true, name: "T", payload: vec![tag as u8] }
+    InboundMessage { conduit: 0, domain: 0, tag, sync: true, name: "T", payload: vec![tag as u8], confirm_later: None }
 }
 
 /// A peer SP the messages come from (not configured: `accept` does not care).

@@ -5,10 +5,11 @@
 //! is checked against the last one received: a duplicate (sent again by a
 //! resume) is dropped by its number, a gap ends the connection.
 
-use super::{Conn, EndReason, LinkDown, LinkParams, Stint, Wire};
+use super::{Conn, EndReason, LinkDown, LinkParams, State, Stint, Wire};
 use crate::cmi::frame::{self, Kind, PREFIX_LEN};
 use crate::cmi::stream::Stream;
 use crate::cmi::{InboundMessage, Upcall};
+use crate::log::{log, Level};
 use crate::status::Status;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,17 +50,46 @@ impl ReadBuf {
     }
 }
 
+/// A message's `STATUS_SUCCESS` confirmation, not sent when the message is
+/// accepted (`link.confirm = "delivered"`): the upper layer sends it, on the
+/// link session the message came in on, once its client has the message, or
+/// another status if the message is discarded instead. Dropped unsent, it
+/// sends nothing: whoever drops one must have confirmed it or know that the
+/// session is over (its sender then hears `STATUS_CONNECTION_DISCONNECTED`).
+pub(crate) struct ConfirmLater {
+    conn: Arc<Conn>,
+    id: u64,
+}
+
+impl ConfirmLater {
+    /// Queues the confirmation (one CONFIRM frame, written now if the socket
+    /// takes it). False when the link session is over: it cannot leave.
+    pub(crate) fn send(self, status: Status) -> bool {
+        self.conn.send_confirms(&[(self.id, status)]).is_ok()
+    }
+}
+
+impl std::fmt::Debug for ConfirmLater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConfirmLater {{ peer: {}, epoch: {}, id: {} }}", self.conn.peer, self.conn.epoch, self.id)
+    }
+}
+
 /// Reads for one connection; whenever a wait ends without bytes (after
 /// `read_wait`, or an interrupt) it looks at the stop flag and the link's
 /// clocks (`Conn::watch`).
 struct Reader<'a> {
-    conn: &'a Conn,
+    conn: &'a Arc<Conn>,
     wire: &'a Wire,
     params: LinkParams,
     stream: &'a dyn Stream,
     stop: &'a AtomicBool,
     /// Only the stream's bytes can end this reader's wait (see `read_stint`).
     uninterruptible: bool,
+    /// This SP confirms on delivery on this link (`link.confirm =
+    /// "delivered"` and version 2): an accepted message's SUCCESS is the
+    /// upper layer's to send (`ConfirmLater`), not this reader's.
+    on_delivery: bool,
 }
 
 impl Reader<'_> {
@@ -203,8 +233,24 @@ impl<A> Owed<A> {
     /// dropped: their senders hear STATUS_CONNECTION_DISCONNECTED, and the
     /// target never saw them. (Version 2: while the session resumes the
     /// confirmations wait in its queue for the next connection.)
+    ///
+    /// Confirming on delivery, only the rejections are here: the accepted
+    /// messages are dispatched with their `ConfirmLater` (or dropped, if the
+    /// session is over, as above).
     fn settle<U: Upcall<Accepted = A>>(&mut self, conn: &Conn, up: &U) {
         if self.confirms.is_empty() {
+            // Confirming on acceptance an accepted message always has its
+            // confirmation here: nothing is owed, nothing waits.
+            if self.accepted.is_empty() {
+                return;
+            }
+            if matches!(conn.state(), State::Ended(_)) {
+                self.accepted.clear();
+            } else {
+                for a in self.accepted.drain(..) {
+                    up.dispatch(a);
+                }
+            }
             return;
         }
         let sent = conn.send_confirms(&self.confirms);
@@ -225,6 +271,9 @@ impl<A> Owed<A> {
 /// thread reading the stream.
 pub(crate) struct RxCtx {
     rb: ReadBuf,
+    /// The warning that this connection (version 1) confirms on acceptance
+    /// although the SP confirms on delivery has been logged.
+    warned_v1: bool,
 }
 
 impl RxCtx {
@@ -237,7 +286,7 @@ impl RxCtx {
         let mut rb = ReadBuf::new();
         rb.buf[..leftover.len()].copy_from_slice(leftover);
         rb.end = leftover.len();
-        RxCtx { rb }
+        RxCtx { rb, warned_v1: false }
     }
 
     /// Drops the bytes read and not yet handled: after a reader panicked
@@ -262,7 +311,7 @@ impl RxCtx {
 /// latest).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn read_stint<U: Upcall>(
-    conn: &Conn,
+    conn: &Arc<Conn>,
     wire: &Arc<Wire>,
     ctx: &mut RxCtx,
     params: LinkParams,
@@ -271,7 +320,20 @@ pub(crate) fn read_stint<U: Upcall>(
     until: &dyn Fn() -> bool,
     uninterruptible: bool,
 ) -> Stint {
-    let mut r = Reader { conn, wire, params, stream: wire.stream.as_ref(), stop, uninterruptible };
+    let on_delivery = params.confirm_on_delivery && conn.version >= frame::VERSION_RESUME;
+    if params.confirm_on_delivery && !on_delivery && !ctx.warned_v1 {
+        // Version 1 has no RESUME to tell the peer, whose sender would take
+        // confirmations out of order for a broken peer: confirm on acceptance.
+        // A version-1 session has this one connection: once per link.
+        ctx.warned_v1 = true;
+        log!(
+            Level::Warn,
+            "link to SP {} speaks protocol version {}: this SP confirms its messages on acceptance on it, not on delivery (link.confirm = \"delivered\" needs version 2)",
+            conn.peer,
+            conn.version
+        );
+    }
+    let mut r = Reader { conn, wire, params, stream: wire.stream.as_ref(), stop, uninterruptible, on_delivery };
     let mut owed = Owed { confirms: Vec::new(), accepted: Vec::new() };
     let end = loop {
         // At every frame boundary, also with frames still buffered: a
@@ -311,7 +373,7 @@ pub(crate) fn read_stint<U: Upcall>(
 /// Reads frames until the connection ends (or `stop` is set); returns why
 /// it ended. The simple form, for a link with no other reader (tests).
 #[cfg(test)]
-pub(crate) fn run_reader<U: Upcall>(conn: &Conn, params: LinkParams, up: &U, leftover: Vec<u8>, stop: &AtomicBool) -> EndReason {
+pub(crate) fn run_reader<U: Upcall>(conn: &Arc<Conn>, params: LinkParams, up: &U, leftover: Vec<u8>, stop: &AtomicBool) -> EndReason {
     let Some(wire) = conn.wire() else { return "no connection".into() };
     let mut ctx = RxCtx::new(&leftover);
     loop {
@@ -434,11 +496,16 @@ fn read_one_frame<U: Upcall>(r: &mut Reader<'_>, rb: &mut ReadBuf, up: &U, owed:
                     sync: head.mode == frame::MODE_SYNC,
                     name,
                     payload,
+                    // Not made at all when confirming on acceptance: no
+                    // reference count touched per message on that path.
+                    confirm_later: r.on_delivery.then(|| ConfirmLater { conn: r.conn.clone(), id: head.id }),
                 },
             );
             match verdict {
                 Ok(a) => {
-                    owed.confirms.push((head.id, Status::STATUS_SUCCESS));
+                    if !r.on_delivery {
+                        owed.confirms.push((head.id, Status::STATUS_SUCCESS));
+                    }
                     owed.accepted.push(a);
                 }
                 Err(st) => owed.confirms.push((head.id, st)),
@@ -446,7 +513,7 @@ fn read_one_frame<U: Upcall>(r: &mut Reader<'_>, rb: &mut ReadBuf, up: &U, owed:
             if hdr > 0 {
                 r.handled(seq);
             }
-            if owed.confirms.len() >= frame::MAX_CONFIRMS_PER_FRAME {
+            if owed.confirms.len() >= frame::MAX_CONFIRMS_PER_FRAME || owed.accepted.len() >= frame::MAX_CONFIRMS_PER_FRAME {
                 owed.settle(r.conn, up);
             }
         }

@@ -303,7 +303,11 @@ impl Conn {
         // Decided under the queue lock, like the removals in
         // `take_confirmations`: a deferred frame always has a confirmation
         // still to come that will flush it.
-        let defer = coalesce && !q.unacked.is_empty();
+        // Not toward a peer that confirms on delivery: its confirmations
+        // wait for its clients, and a frame held back for one would wait
+        // with them (up to a heartbeat interval, or for ever behind a message
+        // nobody receives) while the peer's other sessions wait for it.
+        let defer = coalesce && !q.unacked.is_empty() && !self.peer_confirms_on_delivery;
         let now = self.now_ms();
         q.unacked.push_back((h.id, now));
         q.frames.push_back(f);
