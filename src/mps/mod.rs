@@ -11,6 +11,8 @@ mod model;
 #[cfg(all(test, not(loom)))]
 mod panic_tests;
 #[cfg(all(test, not(loom)))]
+mod delivered_tests;
+#[cfg(all(test, not(loom)))]
 mod resume_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;

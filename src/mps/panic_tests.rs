@@ -35,6 +35,11 @@ impl Drop for Dir {
 /// SPs 0.A and 0.B over Unix-domain sockets in a new directory (0.A dials),
 /// `extra_a` appended to 0.A's configuration; both links up, the log recorded.
 pub(super) fn unix_pair(what: &str, extra_a: &str) -> (Dir, Mps, Mps) {
+    unix_pair_with(what, extra_a, "")
+}
+
+/// `unix_pair`, with `extra_b` appended to 0.B's configuration too.
+pub(super) fn unix_pair_with(what: &str, extra_a: &str, extra_b: &str) -> (Dir, Mps, Mps) {
     record_log();
     let dir = Dir::new(what);
     let addr = |n: &str| format!("unix:{}", dir.0.join(n).display());
@@ -46,7 +51,7 @@ pub(super) fn unix_pair(what: &str, extra_a: &str) -> (Dir, Mps, Mps) {
             addr(theirs)
         )
     };
-    let mb = Mps::start(Config::from_toml(&text("0.B", "b.sock", "0.A", "a.sock", ""), "B").unwrap()).unwrap();
+    let mb = Mps::start(Config::from_toml(&text("0.B", "b.sock", "0.A", "a.sock", extra_b), "B").unwrap()).unwrap();
     let ma = Mps::start(Config::from_toml(&text("0.A", "a.sock", "0.B", "b.sock", extra_a), "A").unwrap()).unwrap();
     ma.wait_for_peer(B, Some(WAIT)).expect("A's link to B");
     mb.wait_for_peer(A, Some(WAIT)).expect("B's link to A");
