@@ -265,6 +265,10 @@ fn config_text(c: &Case, local: SpId, listen: Option<&str>, peer: SpId, peer_add
         // Config::from_toml refuses a bad value with its line and reason.
         let _ = writeln!(t, "socket_send_buffer = {n}");
     }
+    // The point of confirmation of both SPs (`accepted` or `delivered`).
+    if let Ok(mode) = std::env::var("MPSPERF_CONFIRM") {
+        let _ = write!(t, "\n[link]\nconfirm = \"{mode}\"\n");
+    }
     t
 }
 
@@ -978,6 +982,8 @@ const USAGE: &str = "usage: mpsperf [--quick] [--pin same|split|both] [--workloa
 counts: REPS W1_ITERS W1_WARMUP W2_MSGS W2_WARMUP W2_WINDOW W3_WINDOW W3_64K_MSGS
         W3_64K_WARMUP W3_1M_MSGS W3_1M_WARMUP S1_MSGS S1_WARMUP S3_ITERS S3_WARMUP
         RUN_TIMEOUT (environment; --quick lowers the defaults)
+settings: MPSPERF_CONFIRM=accepted|delivered (link.confirm of both SPs),
+          MPSPERF_SOCKET_SEND_BUFFER, MPSPERF_RECV=callback (environment)
 defaults: --pin both, all workloads, both transports,
           --csv target/mpsperf/results.csv, --runs target/mpsperf/results_runs.txt (appended)";
 
