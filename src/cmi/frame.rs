@@ -556,4 +556,75 @@ mod tests {
         bad[8] = 5;
         assert!(decode_confirms(&bad[8..]).is_err());
     }
+    /// The bytes of one worked example of docs/PROTOCOL.md: the first code
+    /// block after the heading that starts with `heading`, each line's
+    /// leading two-digit hex tokens.
+    fn doc_example(heading: &str) -> Vec<u8> {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let at = doc.find(heading).unwrap_or_else(|| panic!("no heading {heading:?} in docs/PROTOCOL.md"));
+        let block = doc[at..].split("```").nth(1).expect("a code block after the heading");
+        let mut out = Vec::new();
+        for line in block.lines() {
+            for tok in line.split_whitespace() {
+                if tok.len() != 2 || !tok.chars().all(|c| c.is_ascii_hexdigit()) {
+                    break;
+                }
+                out.push(u8::from_str_radix(tok, 16).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn protocol_md_version_2_examples() {
+        let (a, b) = (0x1122_3344_5566_7788u64, 0x99AA_BBCC_DDEE_FF00u64);
+        let offer = Resume { incarnation: a, peer_incarnation: b, received: 41, flags: 0 }.encode();
+        assert_eq!(doc_example("#### 10.6.1"), offer);
+        assert_eq!(Resume::decode(&offer[PREFIX_LEN..]).unwrap().received, 41);
+        let answer = Resume { incarnation: b, peer_incarnation: a, received: 17, flags: RESUME_FLAG_RESUMED }.encode();
+        assert_eq!(doc_example("#### 10.6.2"), answer);
+        let h = MessageHead { id: 1, conduit: 3, domain: 0x524F_5453, tag: 42, mode: MODE_SYNC };
+        let mut m = [0u8; MAX_MESSAGE_HEAD];
+        let n = encode_message_head_v(&mut m, &h, b"Mirror", 5, Some((42, 17)));
+        assert_eq!(n, 54);
+        let mut whole = m[..n].to_vec();
+        whole.extend_from_slice(b"hello");
+        assert_eq!(doc_example("#### 10.6.3"), whole);
+        let p = parse_prefix_v(&prefix_of(&whole), 1 << 20, 2).unwrap();
+        assert_eq!((p.kind, p.body_len), (Kind::Message, 51));
+        assert!(parse_prefix(&prefix_of(&whole), 1 << 20).is_ok(), "the length fits version 1 too; the reader uses the link's version");
+        assert_eq!(decode_link_header(&whole[PREFIX_LEN..]), (42, 17));
+        assert_eq!(decode_message_fixed(&whole[PREFIX_LEN + LINK_HDR..], p.body_len - LINK_HDR as u32).unwrap(), (h, 6));
+        let mut c = Vec::new();
+        encode_confirms_v(&mut c, &[(1, Status::STATUS_SUCCESS)], Some((18, 42)));
+        assert_eq!(doc_example("#### 10.6.4"), c);
+        assert_eq!(parse_prefix_v(&prefix_of(&c), 0, 2).unwrap().body_len, 32);
+        assert!(parse_prefix(&prefix_of(&c), 0).is_err(), "a version-1 reader refuses a CONFIRM with a link header");
+        assert_eq!(decode_confirms(&c[PREFIX_LEN + LINK_HDR..]).unwrap().collect::<Vec<_>>(), [(1, Status::STATUS_SUCCESS)]);
+        assert_eq!(doc_example("#### 10.6.5"), heartbeat_v2(18));
+        assert_eq!(doc_example("#### 10.6.6"), refuse(REFUSE_CONFLICT));
+        assert_eq!(decode_refuse(&refuse(REFUSE_CONFLICT)[PREFIX_LEN..]), Ok(REFUSE_CONFLICT));
+        // The version-1 examples of section 8 hold too.
+        let v1 = Hello { version_min: 1, version_max: 1, sp: SpId::a(0), max_message: 4 << 20, heartbeat_ms: 250, dead_timeout_ms: 3000 }.encode();
+        assert_eq!(doc_example("### 8.1"), v1);
+        assert_eq!(doc_example("### 8.4"), heartbeat());
+    }
+
+    #[test]
+    fn version_2_frames_are_refused_where_they_do_not_belong() {
+        let r = Resume { incarnation: 1, peer_incarnation: 0, received: 0, flags: 0 }.encode();
+        assert!(parse_prefix(&prefix_of(&r), 1 << 20).unwrap_err().contains("version 1"), "RESUME on a version-1 link");
+        assert!(parse_prefix_v(&prefix_of(&r), 1 << 20, 2).is_ok());
+        assert!(Resume::decode(&Resume { incarnation: 0, ..Resume::decode(&r[8..]).unwrap() }.encode()[8..]).is_err(), "incarnation 0");
+        let bad = Resume { incarnation: 1, peer_incarnation: 0, received: 5, flags: 0 }.encode();
+        assert!(Resume::decode(&bad[8..]).is_err(), "frames received in no session");
+        let mut flags = r;
+        flags[8 + 24] = 4;
+        assert!(Resume::decode(&flags[8..]).is_err(), "an unknown flag");
+        let mut hb = [0u8; 8];
+        put_prefix(&mut hb, Kind::Heartbeat, 0);
+        assert!(parse_prefix_v(&hb, 1 << 20, 2).is_err(), "an empty heartbeat on version 2");
+        put_prefix(&mut hb, Kind::Message, (LINK_HDR + MESSAGE_FIXED) as u32);
+        assert!(parse_prefix_v(&hb, 1 << 20, 2).is_err(), "a MESSAGE with no room for its name");
+    }
 }
