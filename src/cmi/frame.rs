@@ -380,6 +380,9 @@ pub const RESUME_FLAG_RESUMED: u32 = 1;
 /// session, so its confirmations may come in another order than the
 /// messages and may take as long as the client does.
 pub const RESUME_FLAG_DELIVERED: u32 = 2;
+/// `RESUME` flag: this connection is a second path, to wait as the standby
+/// of the link session the sender names (from the acceptor: it does).
+pub const RESUME_FLAG_STANDBY: u32 = 4;
 
 /// The `RESUME` frame (version 2): sent once each way after the HELLOs, the
 /// dialing side first; the accepting side's answer decides.
@@ -420,7 +423,7 @@ impl Resume {
         if r.incarnation == 0 {
             return Err("RESUME with incarnation 0".into());
         }
-        if r.flags & !(RESUME_FLAG_RESUMED | RESUME_FLAG_DELIVERED) != 0 || le_u32(b, 28) != 0 {
+        if r.flags & !(RESUME_FLAG_RESUMED | RESUME_FLAG_DELIVERED | RESUME_FLAG_STANDBY) != 0 || le_u32(b, 28) != 0 {
             return Err(format!("RESUME with unknown flags {:#x} or non-zero reserved bytes", r.flags));
         }
         if r.peer_incarnation == 0 && r.received != 0 {
@@ -619,7 +622,7 @@ mod tests {
         let bad = Resume { incarnation: 1, peer_incarnation: 0, received: 5, flags: 0 }.encode();
         assert!(Resume::decode(&bad[8..]).is_err(), "frames received in no session");
         let mut flags = r;
-        flags[8 + 24] = 4;
+        flags[8 + 24] = 8;
         assert!(Resume::decode(&flags[8..]).is_err(), "an unknown flag");
         let mut hb = [0u8; 8];
         put_prefix(&mut hb, Kind::Heartbeat, 0);
