@@ -105,11 +105,12 @@ fn build() -> Result<Option<Peers>, String> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run scripts/build-v1-peer: {e}"))?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The script's own lines on stdout, cargo's and the compiler's on stderr.
+    let (said, cargo_said) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() {
-        return Err(format!("scripts/build-v1-peer --current failed ({}):\n{}", out.status, tail(&text, 60)));
+        return Err(format!("scripts/build-v1-peer --current failed ({}):\n{said}{}", out.status, tail(&cargo_said, 60)));
     }
-    eprintln!("scripts/build-v1-peer --current: {:.1} s\n{}", t0.elapsed().as_secs_f64(), tail(&text, 8));
+    eprintln!("scripts/build-v1-peer --current: {:.1} s\n{}", t0.elapsed().as_secs_f64(), said.trim_end());
     let compat = root().join("target/compat");
     let frame_rs = compat.join("v1/src/src/cmi/frame.rs");
     let src = std::fs::read_to_string(&frame_rs).map_err(|e| format!("{}: {e}", frame_rs.display()))?;
