@@ -689,6 +689,8 @@ dead_peer_timeout_ms = 1000
         assert_eq!(c.peers.iter().map(|p| p.sp).collect::<Vec<_>>(), vec![SpId::b(0), SpId::a(1), SpId::b(1)]);
         assert_eq!(c.max_message_size, 4 << 20);
         assert_eq!(c.callback_threads, 2);
+        assert_eq!(c.peers[1].second_address, Some(Address::Tcp("198.51.100.10:7001".into())));
+        assert_eq!(c.resume_timeout, std::time::Duration::from_millis(10_000));
         // Its commented-out send buffer line, switched on, is valid too.
         let on = text.replace("# socket_send_buffer = 524288", "socket_send_buffer = 524288");
         assert_ne!(on, text, "the example should show socket_send_buffer");
@@ -850,5 +852,18 @@ mod checks {
             "t"
         )
         .is_ok());
+    }
+
+    #[test]
+    fn two_paths_are_checked() {
+        let ok = Config::from_toml("sp = \"0.B\"\nlisten = \"unix:/a/b\"\nsecond_listen = \"tcp:127.0.0.1:0\"\n[[peer]]\nsp = \"1.A\"\naddress = \"unix:/x\"\nsecond_address = \"tcp:10.0.0.1:7\"\n", "t").unwrap();
+        assert_eq!(ok.second_listen, Some(Address::Tcp("127.0.0.1:0".into())));
+        assert_eq!(ok.peers[0].second_address, Some(Address::Tcp("10.0.0.1:7".into())));
+        assert!(refused("sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:/x\"\nsecond_address = \"unix:/x\"\n").reason.contains("another address"));
+        assert!(refused("sp = \"0.A\"\nsecond_listen = \"unix:/y\"\n").reason.contains("without listen"));
+        assert!(refused("sp = \"0.A\"\nlisten = \"unix:/y\"\nsecond_listen = \"unix:/y\"\n").reason.contains("same address"));
+        assert!(refused("sp = \"0.A\"\nlisten = \"unix:/y\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:/x\"\nsecond_address = \"tcp:1.2.3.4:0\"\n").reason.contains("real port"));
+        assert!(refused("sp = \"0.A\"\n[link]\nresume_timeout_ms = 3600001\n").reason.contains("resume_timeout_ms"));
+        assert!(refused("sp = \"0.A\"\n[link]\nmax_protocol_version = 3\n").reason.contains("max_protocol_version"));
     }
 }
