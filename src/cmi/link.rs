@@ -132,6 +132,15 @@ impl Wire {
         self.reason.lock().clone()
     }
 
+    /// Why the connection ended, once it was killed (`None` while it lives).
+    pub(crate) fn ended(&self) -> Option<EndReason> {
+        if self.killed.load(Ordering::Acquire) {
+            self.reason()
+        } else {
+            None
+        }
+    }
+
     /// Wakes a reader blocked on this connection.
     pub(crate) fn interrupt(&self) {
         self.stream.interrupt();
@@ -411,7 +420,7 @@ impl Conn {
         self.end(&reason);
         wire.kill(&reason);
         wire.rx.lock().discard();
-        wire.read_role.abandon(by, (by == Holder::ApiThread).then(|| reason.clone()));
+        wire.read_role.abandon(by);
         reason
     }
 

@@ -125,6 +125,9 @@ struct PeerEntry {
     /// (issue 9, item 3): interrupted when the session loses its connection,
     /// so that a standby takes over at once.
     standbys: Mutex<Vec<Arc<dyn Stream>>>,
+    /// Held by the dialer from an offer (RESUME) to the session it
+    /// establishes: one path at a time (`serve`).
+    establishing: Mutex<()>,
 }
 
 /// How a connection's service ended, for the dial loop.
@@ -443,31 +446,39 @@ impl<U: Upcall> Shared<U> {
     ) -> Served {
         let dialer = arrival.is_none();
         let mut theirs = None;
+        // The dialer's offers to one peer are made one at a time, each up to
+        // its session being established (two paths dial at once: an offer
+        // made while the other path establishes the session would name no
+        // session and end it), never while a connection stands by.
+        let mut establishing = dialer.then(|| entry.establishing.lock());
         if version >= frame::VERSION_RESUME {
             if dialer {
-                let mut mine = self.resume_offer(entry);
-                // The link is up on another path: this one waits as its standby.
-                let up_elsewhere = entry.conn.lock().as_ref().is_some_and(|c| c.version >= frame::VERSION_RESUME && c.is_up());
-                if up_elsewhere && entry.addresses.len() > 1 {
-                    mine.flags |= frame::RESUME_FLAG_STANDBY;
-                }
-                let mut answer = link::write_whole(stream.as_ref(), &mine.encode(), &self.params, &self.stop)
-                    .and_then(|()| link::read_answer(stream.as_ref(), &self.params, &self.stop, &mut leftover, true));
-                if let Ok(link::Answer::Resume(r)) = &answer {
-                    if r.flags & frame::RESUME_FLAG_STANDBY != 0 {
-                        let shared: Arc<dyn Stream> = Arc::from(stream);
-                        if self.stand_by(entry, &shared, &mut leftover, true).is_none() {
-                            shared.shutdown();
-                            return Served::StandbyEnded;
-                        }
-                        // The link lost its connection: this path takes over
-                        // with a RESUME like any new connection's.
-                        let mine = self.resume_offer(entry);
-                        answer = link::write_whole(shared.as_ref(), &mine.encode(), &self.params, &self.stop)
-                            .and_then(|()| link::read_answer(shared.as_ref(), &self.params, &self.stop, &mut leftover, true));
-                        stream = Box::new(shared);
+                let answer = loop {
+                    let mut mine = self.resume_offer(entry);
+                    // The link is up on another path: this one waits as its standby.
+                    let up_elsewhere = entry.conn.lock().as_ref().is_some_and(|c| c.version >= frame::VERSION_RESUME && c.is_up());
+                    if up_elsewhere && entry.addresses.len() > 1 {
+                        mine.flags |= frame::RESUME_FLAG_STANDBY;
                     }
-                }
+                    let answer = link::write_whole(stream.as_ref(), &mine.encode(), &self.params, &self.stop)
+                        .and_then(|()| link::read_answer(stream.as_ref(), &self.params, &self.stop, &mut leftover, true));
+                    match &answer {
+                        Ok(link::Answer::Resume(r)) if r.flags & frame::RESUME_FLAG_STANDBY != 0 => {
+                            drop(establishing.take());
+                            let shared: Arc<dyn Stream> = Arc::from(stream);
+                            if self.stand_by(entry, &shared, &mut leftover, true).is_none() {
+                                shared.shutdown();
+                                return Served::StandbyEnded;
+                            }
+                            // The link lost its connection: this path takes
+                            // over with a RESUME like any new connection's
+                            // (or stands by again if the other path was quicker).
+                            stream = Box::new(shared);
+                            establishing = Some(entry.establishing.lock());
+                        }
+                        _ => break answer,
+                    }
+                };
                 match answer {
                     Ok(link::Answer::Resume(r)) if r.peer_incarnation != self.incarnation => {
                         log!(Level::Warn, "SP {} answered a RESUME for another incarnation of this SP: connection closed", entry.sp);
@@ -493,26 +504,27 @@ impl<U: Upcall> Shared<U> {
                 }
             } else {
                 let mut answer = link::read_answer(stream.as_ref(), &self.params, &self.stop, &mut leftover, false);
-                if let Ok(link::Answer::Resume(r)) = &answer {
+                while let Ok(link::Answer::Resume(r)) = &answer {
                     let cur = entry.conn.lock().clone();
                     let standby = r.flags & frame::RESUME_FLAG_STANDBY != 0
                         && cur.as_ref().is_some_and(|c| c.version >= frame::VERSION_RESUME && c.peer_incarnation == r.incarnation && c.is_up())
                         && r.peer_incarnation == self.incarnation;
-                    if standby {
-                        let ok = frame::Resume { incarnation: self.incarnation, peer_incarnation: r.incarnation, received: 0, flags: frame::RESUME_FLAG_STANDBY | self.my_flags() };
-                        let shared: Arc<dyn Stream> = Arc::from(stream);
-                        let promoted = link::write_whole(shared.as_ref(), &ok.encode(), &self.params, &self.stop)
-                            .ok()
-                            .and_then(|()| self.stand_by(entry, &shared, &mut leftover, false));
-                        let Some(offer) = promoted else {
-                            shared.shutdown();
-                            return Served::StandbyEnded;
-                        };
-                        answer = Ok(link::Answer::Resume(offer));
-                        stream = Box::new(shared);
-                        // Served as the newest connection of this peer.
-                        arrival = Some(self.next_arrival());
+                    if !standby {
+                        break;
                     }
+                    let ok = frame::Resume { incarnation: self.incarnation, peer_incarnation: r.incarnation, received: 0, flags: frame::RESUME_FLAG_STANDBY | self.my_flags() };
+                    let shared: Arc<dyn Stream> = Arc::from(stream);
+                    let promoted = link::write_whole(shared.as_ref(), &ok.encode(), &self.params, &self.stop)
+                        .ok()
+                        .and_then(|()| self.stand_by(entry, &shared, &mut leftover, false));
+                    let Some(offer) = promoted else {
+                        shared.shutdown();
+                        return Served::StandbyEnded;
+                    };
+                    answer = Ok(link::Answer::Resume(offer));
+                    stream = Box::new(shared);
+                    // Served as the newest connection of this peer.
+                    arrival = Some(self.next_arrival());
                 }
                 match answer {
                     Ok(link::Answer::Resume(r)) => {
@@ -546,7 +558,9 @@ impl<U: Upcall> Shared<U> {
             stream.shutdown();
             return Served::Done;
         };
-        let Some((conn, wire, _)) = self.establish(entry, stream, &hello, version, &leftover, theirs, dialer) else {
+        let established = self.establish(entry, stream, &hello, version, &leftover, theirs, dialer);
+        drop(establishing);
+        let Some((conn, wire, _)) = established else {
             return Served::Done;
         };
         let w = conn.clone();
@@ -664,7 +678,7 @@ impl<U: Upcall> Shared<U> {
     /// The link's own thread: reads whenever no API thread does, hands the
     /// read role over and takes it back (`ReadRole::run_link_thread`).
     fn link_thread_reads(&self, conn: &Arc<Conn>, wire: &Arc<Wire>) -> link::EndReason {
-        let end = wire.read_role.run_link_thread(&|| self.stopping(), UNATTENDED, &mut |until| {
+        let end = wire.read_role.run_link_thread(&|| self.stopping(), &|| wire.ended(), UNATTENDED, &mut |until| {
             let mut ctx = wire.rx.lock();
             link::read_stint(conn, wire, &mut ctx, self.params, self.up.as_ref(), &self.stop, until, false)
         });
@@ -684,7 +698,7 @@ impl<U: Upcall> Shared<U> {
             }
             return;
         };
-        wire.read_role.wait_on_link(done, block, &|| wire.interrupt(), || {
+        wire.read_role.wait_on_link(done, block, &|| wire.interrupt(), &|reason| conn.kill_wire(&wire, &reason), || {
             let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let mut ctx = wire.rx.lock();
                 let stint = link::read_stint(conn, &wire, &mut ctx, self.params, self.up.as_ref(), &self.stop, done, uninterruptible);
@@ -819,6 +833,7 @@ impl<U: Upcall> Cmi<U> {
                 served: Condvar::new(),
                 conflicts: AtomicU64::new(0),
                 standbys: Mutex::new(Vec::new()),
+                establishing: Mutex::new(()),
             })
             .collect();
         let shared = Arc::new(Shared {
