@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::proxy::Proxy;
 use common::*;
 use mps::{Mps, SpId, Status, Timeout};
 use std::sync::mpsc;
@@ -18,14 +19,28 @@ const B: SpId = SpId::b(0);
 const RESUME_MS: u64 = 1500;
 const DEAD_MS: u64 = 2000;
 
-fn pair(dir: &TempDir) -> (Mps, Mps, String, String) {
+/// 0.A dials 0.B through a proxy (so that the test can make 0.B vanish
+/// without the goodbye an orderly shutdown sends): returns both SPs and the proxy.
+fn pair(dir: &TempDir) -> (Mps, Mps, Proxy) {
     let (ua, ub) = (format!("unix:{}", dir.0.join("a.sock").display()), format!("unix:{}", dir.0.join("b.sock").display()));
-    let extra = format!("[link]\nresume_timeout_ms = {RESUME_MS}\n");
-    let mb = Mps::start(config_hb("0.B", &ub, "0.A", &ua, &extra, 100)).unwrap();
-    let ma = Mps::start(config_hb("0.A", &ua, "0.B", &ub, &extra, 100)).unwrap();
+    let mb = Mps::start(config_hb("0.B", &ub, "0.A", &ua, &extra(), 100)).unwrap();
+    let proxy = Proxy::unix(&dir.0.join("proxy.sock"), &dir.0.join("b.sock"));
+    let ma = Mps::start(config_hb("0.A", &ua, "0.B", &proxy.address(), &extra(), 100)).unwrap();
     ma.wait_for_peer(B, Some(Duration::from_secs(30))).expect("link up");
     mb.wait_for_peer(A, Some(Duration::from_secs(30))).expect("link up");
-    (ma, mb, ua, ub)
+    (ma, mb, proxy)
+}
+
+fn extra() -> String {
+    format!("[link]\nresume_timeout_ms = {RESUME_MS}\n")
+}
+
+/// 0.B vanishes for 0.A as a crashed or unplugged SP does: its connection
+/// is reset and nothing answers at its address any more (the proxy goes,
+/// its socket file with it).
+fn vanish(proxy: Proxy, dir: &TempDir) {
+    drop(proxy);
+    let _ = std::fs::remove_file(dir.0.join("proxy.sock"));
 }
 
 /// Sends `n` asynchronous messages from `ma` on a new session while the
@@ -60,9 +75,9 @@ fn all_disconnected(rx: &mpsc::Receiver<mps::Event>, n: u32) -> Instant {
 #[test]
 fn a_peer_that_stays_away_fails_the_messages_in_flight_after_the_resume_timeout() {
     let dir = TempDir::new();
-    let (ma, mb, _, _) = pair(&dir);
+    let (ma, mb, proxy) = pair(&dir);
     let t0 = Instant::now();
-    within(Duration::from_secs(30), "B's shutdown", move || mb.shutdown().unwrap());
+    vanish(proxy, &dir);
     // A's connection ends at B's close: A resumes, queues, and waits.
     wait_until("A's link is resuming", || ma.link_info(B).unwrap().state == "resuming");
     let rx = send_while_down(&ma, 10);
@@ -72,20 +87,41 @@ fn a_peer_that_stays_away_fails_the_messages_in_flight_after_the_resume_timeout(
     assert!(waited >= Duration::from_millis(RESUME_MS), "failed before the tolerance passed: {waited:?}");
     assert!(waited < Duration::from_millis(RESUME_MS + DEAD_MS + 3000), "failed too late: {waited:?}");
     assert_eq!(ma.link_info(B).unwrap().state, "down");
+    mb.shutdown().unwrap();
+}
+
+/// An orderly shutdown says goodbye (BYE, version 2): its peer ends the
+/// link session at once, failing what it had in flight, instead of waiting
+/// for it to come back for the resume tolerance.
+#[test]
+fn a_peer_that_shuts_down_ends_the_link_at_once() {
+    let dir = TempDir::new();
+    let (ma, mb, _proxy) = pair(&dir);
+    let t0 = Instant::now();
+    within(Duration::from_secs(30), "B's shutdown", move || mb.shutdown().unwrap());
+    wait_until("A's link is down", || ma.link_info(B).unwrap().state == "down");
+    let waited = t0.elapsed();
+    println!("peer shut down in order: A's link down {} ms after", waited.as_millis());
+    assert!(waited < Duration::from_millis(RESUME_MS), "A waited for the resume tolerance: {waited:?}");
+    let s = ma.open(None, 0, 0, "Bye", 0).unwrap();
+    assert_eq!(ma.send_sync(s, B, &mps::MessageBuf::from_slice(b"x").unwrap(), 1, 1), Err(Status::STATUS_HOST_UNREACHABLE));
 }
 
 #[test]
 fn a_peer_that_restarts_fails_the_messages_in_flight_when_it_is_back() {
     let dir = TempDir::new();
-    let (ma, mb, ua, ub) = pair(&dir);
+    let (ma, mb, proxy) = pair(&dir);
     let first_incarnation = ma.link_info(B).unwrap().peer_incarnation;
-    within(Duration::from_secs(30), "B's shutdown", move || mb.shutdown().unwrap());
+    vanish(proxy, &dir);
     wait_until("A's link is resuming", || ma.link_info(B).unwrap().state == "resuming");
+    // B dies (its goodbye reaches nobody) and starts again: a new
+    // incarnation, well within A's tolerance.
+    within(Duration::from_secs(30), "B's shutdown", move || mb.shutdown().unwrap());
     let rx = send_while_down(&ma, 10);
-    // B starts again: a new incarnation, well within A's tolerance.
     let t0 = Instant::now();
-    let extra = format!("[link]\nresume_timeout_ms = {RESUME_MS}\n");
-    let mb = Mps::start(config_hb("0.B", &ub, "0.A", &ua, &extra, 100)).unwrap();
+    let (ua, ub) = (format!("unix:{}", dir.0.join("a.sock").display()), format!("unix:{}", dir.0.join("b.sock").display()));
+    let mb = Mps::start(config_hb("0.B", &ub, "0.A", &ua, &extra(), 100)).unwrap();
+    let _proxy = Proxy::unix(&dir.0.join("proxy.sock"), &dir.0.join("b.sock"));
     let first = all_disconnected(&rx, 10);
     let waited = first - t0;
     println!("peer restarted: first failure {} ms after it started again (reconnect backoff 5..100 ms)", waited.as_millis());

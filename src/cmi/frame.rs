@@ -66,6 +66,9 @@ pub enum Kind {
     /// Version 2: the accepting side's answer instead of `RESUME` when it
     /// refuses the connection (a second live incarnation of an SP id).
     Refuse = 6,
+    /// Version 2: the sender's link session is over (it shuts down): the
+    /// last frame of an orderly close, after everything it owed.
+    Bye = 7,
 }
 
 impl Kind {
@@ -78,6 +81,7 @@ impl Kind {
             4 => Kind::Heartbeat,
             5 => Kind::Resume,
             6 => Kind::Refuse,
+            7 => Kind::Bye,
             _ => return None,
         })
     }
@@ -144,10 +148,10 @@ pub fn parse_prefix_v(b: &[u8; PREFIX_LEN], max_message: u32, version: u16) -> R
         }
         Kind::Message => n > hdr + MESSAGE_FIXED && (body_len as u64) <= (hdr + MESSAGE_FIXED + MAX_NAME_BYTES) as u64 + max_message as u64,
         Kind::Resume => v2 && n == RESUME_LEN,
-        Kind::Refuse => v2 && n == REFUSE_LEN,
+        Kind::Refuse | Kind::Bye => v2 && n == REFUSE_LEN,
     };
     if !ok {
-        if !v2 && matches!(kind, Kind::Resume | Kind::Refuse) {
+        if !v2 && matches!(kind, Kind::Resume | Kind::Refuse | Kind::Bye) {
             return Err(format!("{kind:?} frame on a link of protocol version {version}, which has none"));
         }
         return Err(format!("{kind:?} frame with impossible body length {body_len} (limit for messages {max_message})"));
@@ -444,7 +448,17 @@ pub fn refuse(reason: u32) -> [u8; PREFIX_LEN + REFUSE_LEN] {
     f
 }
 
-/// Parses a `REFUSE` body into its reason.
+/// `BYE` reason: the sender shuts down.
+pub const BYE_SHUTDOWN: u32 = 1;
+
+/// A whole `BYE` frame with `reason` (same layout as `REFUSE`).
+pub fn bye(reason: u32) -> [u8; PREFIX_LEN + REFUSE_LEN] {
+    let mut f = refuse(reason);
+    f[4] = Kind::Bye as u8;
+    f
+}
+
+/// Parses a `REFUSE` (or `BYE`) body into its reason.
 pub fn decode_refuse(b: &[u8]) -> Result<u32, String> {
     if b.len() != REFUSE_LEN {
         return Err(format!("REFUSE body of {} bytes", b.len()));
@@ -607,6 +621,8 @@ mod tests {
         assert_eq!(doc_example("#### 10.6.5"), heartbeat_v2(18));
         assert_eq!(doc_example("#### 10.6.6"), refuse(REFUSE_CONFLICT));
         assert_eq!(decode_refuse(&refuse(REFUSE_CONFLICT)[PREFIX_LEN..]), Ok(REFUSE_CONFLICT));
+        assert_eq!(doc_example("#### 10.6.7"), bye(BYE_SHUTDOWN));
+        assert_eq!(parse_prefix_v(&prefix_of(&bye(BYE_SHUTDOWN)), 0, 2).unwrap().kind, Kind::Bye);
         // The version-1 examples of section 8 hold too.
         let v1 = Hello { version_min: 1, version_max: 1, sp: SpId::a(0), max_message: 4 << 20, heartbeat_ms: 250, dead_timeout_ms: 3000 }.encode();
         assert_eq!(doc_example("### 8.1"), v1);

@@ -27,7 +27,7 @@ pub(crate) use handshake::{handshake, read_answer, write_whole, Answer, Greeting
 pub(crate) use role::{Holder, LinkThreadEnd, ReadRole, Stint};
 #[cfg(test)]
 pub(crate) use rx::run_reader;
-pub(crate) use rx::{read_stint, RxCtx};
+pub(crate) use rx::{read_stint, RxCtx, PEER_ENDED};
 pub(crate) use tx::CONFIRM_BACKLOG_LOW;
 
 use super::frame::{self, Hello};
@@ -452,8 +452,21 @@ impl Conn {
     /// a confirmation that arrives meanwhile reaches its sender. If the role
     /// does not come free within `limit`, nothing is read here: the caller
     /// kills the connection, which ends that reader's wait too.
+    ///
+    /// Version 2: a `BYE` goes last, so that the peer ends the session at
+    /// once (its messages to this SP still unconfirmed fail now, not after
+    /// its resume tolerance).
     pub(crate) fn close_gracefully(&self, wire: &Arc<Wire>, limit: Duration) {
         let deadline = Instant::now() + limit;
+        if self.version >= frame::VERSION_RESUME {
+            let mut q = self.out.lock();
+            if q.writer().is_some_and(|w| Arc::ptr_eq(w, wire)) {
+                q.frames.push_back(OutFrame::small(&frame::bye(frame::BYE_SHUTDOWN)));
+                if !q.backlog {
+                    self.flush_or_hand_off(&mut q);
+                }
+            }
+        }
         self.drain(deadline);
         {
             let mut q = self.out.lock();

@@ -144,7 +144,7 @@ enum Served {
 /// or hostile peer: what it sent cannot be resumed from) rather than leaving
 /// the session to resume on the next connection.
 fn ends_session(reason: &str) -> bool {
-    reason.starts_with("malformed frame") || reason.starts_with("out of memory")
+    reason.starts_with("malformed frame") || reason.starts_with("out of memory") || reason.starts_with(link::PEER_ENDED)
 }
 
 /// The links of one peer being served. A new connection is served only

@@ -20,6 +20,7 @@
 //! is found at 2 as well); `MPS_MODEL_PREEMPTIONS=3` runs them deeper.
 
 use super::*;
+use std::collections::VecDeque;
 use crate::sync::model::{check, Timeouts};
 use loom::sync::atomic::{AtomicUsize as LoomUsize, Ordering::SeqCst};
 use loom::thread;

@@ -48,14 +48,14 @@ pub(crate) struct Role {
 /// Its locks come from `crate::sync` (loom's under the model checker); the
 /// rest of the link keeps parking_lot's.
 pub(crate) struct ReadRole {
-    state: sync::Mutex<Role>,
+    pub(super) state: sync::Mutex<Role>,
     /// Wakes the link's own thread when it should take the role back, and
     /// an API thread waiting for the link's thread to hand it over.
     cv: sync::Condvar,
     /// API threads trying to take the role (the link's thread yields to
     /// them): changed only under `state`'s lock, read without it by the
     /// link's thread at every frame boundary.
-    wanting: sync::AtomicUsize,
+    pub(super) wanting: sync::AtomicUsize,
 }
 
 /// Why the link's own thread stopped reading for good.

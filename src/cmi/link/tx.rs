@@ -127,7 +127,7 @@ impl OutQueue {
     }
 
     /// The attached connection, if this queue may write to it now.
-    fn writer(&self) -> Option<&Arc<Wire>> {
+    pub(super) fn writer(&self) -> Option<&Arc<Wire>> {
         self.wire.as_ref().filter(|_| self.writable)
     }
 
