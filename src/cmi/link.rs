@@ -174,6 +174,8 @@ pub struct Conn {
     rx_last: AtomicU64,
     /// Version 2: the highest acknowledgement this side has queued.
     ack_sent: AtomicU64,
+    /// Version 2: `OutQueue::acked`, readable without the lock (`take_ack`).
+    acked_hint: AtomicU64,
     /// `Cmi` has reported the session's end upward (`link_down`), once.
     reported: AtomicBool,
     /// Connections this session has had (the first, and each resume).
@@ -212,6 +214,7 @@ impl Conn {
             room: Condvar::new(),
             rx_last: AtomicU64::new(0),
             ack_sent: AtomicU64::new(0),
+            acked_hint: AtomicU64::new(0),
             reported: AtomicBool::new(false),
             connections: AtomicU64::new(0),
             clock_base: Instant::now(),
@@ -305,6 +308,7 @@ impl Conn {
                 return Err(format!("the peer claims only frame {received}, but acknowledged {} before", q.acked));
             }
             q.acked = received;
+            self.acked_hint.store(received, Ordering::Release);
             q.trim_for_resume(received);
         }
         if let Some(f) = first {

@@ -585,6 +585,12 @@ impl<U: Upcall> Shared<U> {
         if let Ok(h) = writer {
             let _ = h.join();
         }
+        // An API thread may still be in a stint on this connection, handling
+        // frames it had read before the kill. The next connection must not be
+        // attached until it is done, or both could handle the frame a resume
+        // sends again; and nobody may handle what is left in its buffer.
+        // Bounded: the connection is killed, so its reads fail at once.
+        wire.rx.lock().discard();
         match conn.release(&wire, &reason) {
             State::Ended(why) => self.finish(entry, &conn, &why),
             _ => {
