@@ -110,6 +110,10 @@ pub struct Peer {
     pub sp: SpId,
     /// Its listening address.
     pub address: Address,
+    /// A second path to it (`second_address`): its second listening
+    /// address, on another network or transport. Both paths are kept up;
+    /// traffic uses one, and moves to the other when it fails (issue 9).
+    pub second_address: Option<Address>,
 }
 
 /// The complete configuration of one SP.
@@ -119,6 +123,9 @@ pub struct Config {
     pub local: SpId,
     /// Where this SP listens for its peers (`None`: it only dials).
     pub listen: Option<Address>,
+    /// A second listening address (`second_listen`), for peers that reach
+    /// this SP over two paths.
+    pub second_listen: Option<Address>,
     /// Every other SP this one links to.
     pub peers: Vec<Peer>,
     /// The conduits sessions may be opened on.
@@ -244,6 +251,7 @@ impl std::error::Error for ConfigError {}
 struct RawFile {
     sp: Spanned<String>,
     listen: Option<Spanned<String>>,
+    second_listen: Option<Spanned<String>>,
     conduits: Option<Spanned<Vec<u32>>>,
     #[serde(default)]
     peer: Vec<RawPeer>,
@@ -264,6 +272,7 @@ struct RawFile {
 struct RawPeer {
     sp: Spanned<String>,
     address: Spanned<String>,
+    second_address: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -380,7 +389,7 @@ impl Config {
         let path_of = |sp: SpId| runtime_dir.join(format!("sp-{}-{}.sock", sp.unit, if sp.sp == 0 { 'A' } else { 'B' }));
         let mut peers = Vec::new();
         if let Some(p) = local.partner() {
-            peers.push(Peer { sp: p, address: Address::Unix(path_of(p)) });
+            peers.push(Peer { sp: p, address: Address::Unix(path_of(p)), second_address: None });
         }
         let listen = path_of(local);
         if listen.as_os_str().len() > UNIX_PATH_MAX {
@@ -396,6 +405,7 @@ impl Config {
         Ok(Config {
             local,
             listen: Some(Address::Unix(listen)),
+            second_listen: None,
             peers,
             conduits: defaults::CONDUITS.collect(),
             max_message_size: defaults::MAX_MESSAGE_SIZE,
@@ -477,6 +487,16 @@ impl Config {
                 Err(e) => return c.err(s.span(), e),
             },
         };
+        let second_listen = match &raw.second_listen {
+            None => None,
+            Some(s) => match s.get_ref().parse::<Address>() {
+                Ok(a) if listen.as_ref().is_some_and(|l| l.same_endpoint(&a)) => return c.err(s.span(), "second_listen is the same address as listen"),
+                Ok(_) if listen.is_none() => return c.err(s.span(), "second_listen without listen: name the first listening address first"),
+                Ok(a) => Some(a),
+                Err(e) => return c.err(s.span(), e),
+            },
+        };
+        let own = |a: &Address| listen.as_ref().is_some_and(|l| l.same_endpoint(a)) || second_listen.as_ref().is_some_and(|l| l.same_endpoint(a));
         let mut peers: Vec<Peer> = Vec::new();
         for p in &raw.peer {
             let sp: SpId = match p.sp.get_ref().parse() {
@@ -496,13 +516,36 @@ impl Config {
             if matches!(address, Address::Tcp(ref a) if tcp_port(a) == Some(0)) {
                 return c.err(p.address.span(), "a peer's tcp: address needs a real port, not 0");
             }
-            if listen.as_ref().is_some_and(|l| l.same_endpoint(&address)) {
+            if own(&address) {
                 return c.err(p.address.span(), format!("peer {sp}'s address {address} is this SP's own listen address"));
             }
-            if let Some(q) = peers.iter().find(|q| q.address.same_endpoint(&address)) {
-                return c.err(p.address.span(), format!("peer {sp}'s address {address} is also peer {}'s address", q.sp));
+            let taken = |a: &Address| peers.iter().find(|q| q.address.same_endpoint(a) || q.second_address.as_ref().is_some_and(|b| b.same_endpoint(a))).map(|q| q.sp);
+            if let Some(q) = taken(&address) {
+                return c.err(p.address.span(), format!("peer {sp}'s address {address} is also peer {q}'s address"));
             }
-            peers.push(Peer { sp, address });
+            let second_address = match &p.second_address {
+                None => None,
+                Some(s) => {
+                    let a = match s.get_ref().parse::<Address>() {
+                        Ok(a) => a,
+                        Err(e) => return c.err(s.span(), e),
+                    };
+                    if matches!(a, Address::Tcp(ref t) if tcp_port(t) == Some(0)) {
+                        return c.err(s.span(), "a peer's tcp: address needs a real port, not 0");
+                    }
+                    if a.same_endpoint(&address) {
+                        return c.err(s.span(), format!("peer {sp}'s second_address is its address {address} again: a second path needs another address"));
+                    }
+                    if own(&a) {
+                        return c.err(s.span(), format!("peer {sp}'s second_address {a} is this SP's own listen address"));
+                    }
+                    if let Some(q) = taken(&a) {
+                        return c.err(s.span(), format!("peer {sp}'s second_address {a} is also peer {q}'s address"));
+                    }
+                    Some(a)
+                }
+            };
+            peers.push(Peer { sp, address, second_address });
         }
         // The lower id dials (src/cmi): an SP with lower-id peers accepts
         // their connections, and cannot without a listening address.
@@ -604,6 +647,7 @@ impl Config {
         Ok(Config {
             local,
             listen,
+            second_listen,
             peers,
             conduits,
             max_message_size,
@@ -691,6 +735,8 @@ dead_peer_timeout_ms = 1000
         assert_eq!(c.peers.iter().map(|p| p.sp).collect::<Vec<_>>(), vec![SpId::b(0), SpId::a(1), SpId::b(1)]);
         assert_eq!(c.max_message_size, 4 << 20);
         assert_eq!(c.callback_threads, 2);
+        assert_eq!(c.peers[1].second_address, Some(Address::Tcp("198.51.100.10:7001".into())));
+        assert_eq!(c.resume_timeout, std::time::Duration::from_millis(10_000));
         // Its commented-out send buffer line, switched on, is valid too.
         let on = text.replace("# socket_send_buffer = 524288", "socket_send_buffer = 524288");
         assert_ne!(on, text, "the example should show socket_send_buffer");
@@ -779,7 +825,7 @@ dead_peer_timeout_ms = 1000
     fn embedded_default_pairs_the_unit() {
         let c = Config::embedded_default(SpId::b(3), Path::new("/tmp/rt")).unwrap();
         assert_eq!(c.listen, Some(Address::Unix("/tmp/rt/sp-3-B.sock".into())));
-        assert_eq!(c.peers, vec![Peer { sp: SpId::a(3), address: Address::Unix("/tmp/rt/sp-3-A.sock".into()) }]);
+        assert_eq!(c.peers, vec![Peer { sp: SpId::a(3), address: Address::Unix("/tmp/rt/sp-3-A.sock".into()), second_address: None }]);
         assert_eq!(c.conduits.len(), 32);
     }
 }
@@ -877,5 +923,18 @@ mod checks {
             "t"
         )
         .is_ok());
+    }
+
+    #[test]
+    fn two_paths_are_checked() {
+        let ok = Config::from_toml("sp = \"0.B\"\nlisten = \"unix:/a/b\"\nsecond_listen = \"tcp:127.0.0.1:0\"\n[[peer]]\nsp = \"1.A\"\naddress = \"unix:/x\"\nsecond_address = \"tcp:10.0.0.1:7\"\n", "t").unwrap();
+        assert_eq!(ok.second_listen, Some(Address::Tcp("127.0.0.1:0".into())));
+        assert_eq!(ok.peers[0].second_address, Some(Address::Tcp("10.0.0.1:7".into())));
+        assert!(refused("sp = \"0.A\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:/x\"\nsecond_address = \"unix:/x\"\n").reason.contains("another address"));
+        assert!(refused("sp = \"0.A\"\nsecond_listen = \"unix:/y\"\n").reason.contains("without listen"));
+        assert!(refused("sp = \"0.A\"\nlisten = \"unix:/y\"\nsecond_listen = \"unix:/y\"\n").reason.contains("same address"));
+        assert!(refused("sp = \"0.A\"\nlisten = \"unix:/y\"\n[[peer]]\nsp = \"0.B\"\naddress = \"unix:/x\"\nsecond_address = \"tcp:1.2.3.4:0\"\n").reason.contains("real port"));
+        assert!(refused("sp = \"0.A\"\n[link]\nresume_timeout_ms = 3600001\n").reason.contains("resume_timeout_ms"));
+        assert!(refused("sp = \"0.A\"\n[link]\nmax_protocol_version = 3\n").reason.contains("max_protocol_version"));
     }
 }

@@ -142,10 +142,12 @@ fn read_until_end(conn: &Arc<Conn>, leftover: &[u8], peer: &InprocStream, up: &R
     let mut at = 0;
     while at < written.len() {
         let prefix: [u8; PREFIX_LEN] = written[at..at + PREFIX_LEN].try_into().expect("a whole prefix written");
-        let p = frame::parse_prefix(&prefix, FUZZ_MAX_MESSAGE).expect("the link wrote a malformed frame");
+        let p = frame::parse_prefix_v(&prefix, FUZZ_MAX_MESSAGE, conn.version).expect("the link wrote a malformed frame");
         let body = &written[at + PREFIX_LEN..at + PREFIX_LEN + p.body_len as usize];
+        // Version 2: the link header before a CONFIRM's version-1 body.
+        let hdr = if conn.version >= frame::VERSION_RESUME { frame::LINK_HDR } else { 0 };
         match p.kind {
-            Kind::Confirm => sent.extend(frame::decode_confirms(body).expect("the link wrote a malformed CONFIRM").map(|(_, st)| st)),
+            Kind::Confirm => sent.extend(frame::decode_confirms(&body[hdr..]).expect("the link wrote a malformed CONFIRM").map(|(_, st)| st)),
             Kind::Heartbeat => {}
             k => panic!("the link's reader wrote a {k:?} frame"),
         }
@@ -186,10 +188,18 @@ fn write_all_then_close(peer: &InprocStream, input: &[u8]) {
 }
 
 /// Frame decoder: the pure parsers on `data`, then the link's whole inbound
-/// read path on `data` as the byte stream from an established peer.
+/// read path on `data` as the byte stream from an established peer, on a
+/// link of protocol version 1 and again on one of version 2 (numbered frames,
+/// acknowledgements, duplicates dropped by number, RESUME refused).
 pub fn frame_decoder(data: &[u8]) {
     frame_parsers(data);
     let (conn, peer) = link_fed(data, &params().hello());
+    let up = Recorder::default();
+    read_until_end(&conn, &[], &peer, &up);
+    let (ours, peer) = InprocStream::pair();
+    write_all_then_close(&peer, data);
+    let conn = Arc::new(Conn::session(SpId::b(0), 1, frame::VERSION_RESUME, FUZZ_MAX_MESSAGE, 1, false));
+    conn.attach(Box::new(ours), &[], None, None).expect("a new session takes its connection");
     let up = Recorder::default();
     read_until_end(&conn, &[], &peer, &up);
 }
@@ -199,13 +209,21 @@ pub fn frame_decoder(data: &[u8]) {
 fn frame_parsers(data: &[u8]) {
     if let Some(prefix) = data.get(..PREFIX_LEN) {
         let prefix: [u8; PREFIX_LEN] = prefix.try_into().expect("8 bytes");
-        if let Ok(p) = frame::parse_prefix(&prefix, FUZZ_MAX_MESSAGE) {
-            let mut again = [0u8; PREFIX_LEN];
-            frame::put_prefix(&mut again, p.kind, p.body_len);
-            assert_eq!(again, prefix, "parse_prefix accepted a prefix put_prefix does not make");
+        for version in [1, frame::VERSION_RESUME] {
+            if let Ok(p) = frame::parse_prefix_v(&prefix, FUZZ_MAX_MESSAGE, version) {
+                let mut again = [0u8; PREFIX_LEN];
+                frame::put_prefix(&mut again, p.kind, p.body_len);
+                assert_eq!(again, prefix, "parse_prefix_v accepted a prefix put_prefix does not make");
+            }
         }
     }
     let body = data.get(PREFIX_LEN..).unwrap_or(&[]);
+    for b in [data, body] {
+        if let Ok(r) = frame::Resume::decode(b) {
+            assert_eq!(&r.encode()[PREFIX_LEN..], b, "Resume::decode then encode changed the RESUME");
+            assert!(r.incarnation != 0);
+        }
+    }
     hello_parser(body);
     hello_parser(data);
     message_parser(data, body);

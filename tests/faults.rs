@@ -87,6 +87,9 @@ fn link_toml() -> String {
 enum Transport {
     Unix,
     Tcp,
+    /// Two paths to 0.B: a Unix socket (`address`, through one proxy) and
+    /// TCP (`second_address`, through another).
+    TwoPaths,
 }
 
 /// What the injector does.
@@ -102,6 +105,11 @@ enum Plan {
     Storm { gap: Duration, len: Duration },
     /// No fault at all (the harness's control), over `messages`.
     Quiet { messages: u64 },
+    /// Two paths: `n` times, the path carrying the link is taken down (a
+    /// blackhole of `down`, past the dead-peer timeout) while the other
+    /// stays up; the link must go on over the other at once, and the path
+    /// that comes back must rejoin (it carries the next round).
+    PathDown { n: usize, down: Duration },
 }
 
 impl Plan {
@@ -112,6 +120,7 @@ impl Plan {
             Plan::Cuts { .. } => "cuts",
             Plan::Storm { .. } => "storm",
             Plan::Quiet { .. } => "quiet",
+            Plan::PathDown { .. } => "path-down",
         }
     }
 
@@ -127,7 +136,7 @@ impl Plan {
     fn heartbeat(&self) -> (u64, u64) {
         match self {
             // Shorter than the blackhole: the link is declared dead in it.
-            Plan::Blackhole { .. } => (50, 400),
+            Plan::Blackhole { .. } | Plan::PathDown { .. } => (50, 400),
             // A reset is seen on the socket at once; the timeout is only a
             // backstop here, and long enough not to fire on a loaded machine.
             _ => (100, 2000),
@@ -139,6 +148,7 @@ const RESETS: Plan = Plan::Resets { every: Duration::from_millis(500), min: 4 };
 const BLACKHOLE: Plan = Plan::Blackhole { len: Duration::from_millis(1200) };
 const CUTS: Plan = Plan::Cuts { n: 5, every: Duration::from_millis(400) };
 const STORM: Plan = Plan::Storm { gap: Duration::from_millis(5), len: Duration::from_secs(1) };
+const PATH_DOWN: Plan = Plan::PathDown { n: 4, down: Duration::from_millis(1200) };
 
 // --- the messages --------------------------------------------------------
 
@@ -450,10 +460,18 @@ fn classify(log: &Log, freeze: Instant, faults: &[(Instant, Instant)]) -> (Vec<S
 // --- one run ------------------------------------------------------------
 
 fn sp_text(me: &str, listen: Option<&str>, peer: &str, peer_addr: &str, plan: Plan, extra: &str) -> String {
+    sp_text2(me, listen, None, peer, peer_addr, None, plan, extra)
+}
+
+/// `sp_text` with the second listening address and the peer's second address (two paths).
+#[allow(clippy::too_many_arguments)]
+fn sp_text2(me: &str, listen: Option<&str>, listen2: Option<&str>, peer: &str, peer_addr: &str, peer_addr2: Option<&str>, plan: Plan, extra: &str) -> String {
     let listen = listen.map(|l| format!("listen = \"{l}\"\n")).unwrap_or_default();
+    let listen2 = listen2.map(|l| format!("second_listen = \"{l}\"\n")).unwrap_or_default();
+    let second = peer_addr2.map(|a| format!("second_address = \"{a}\"\n")).unwrap_or_default();
     let (hb, dead) = plan.heartbeat();
     format!(
-        "sp = \"{me}\"\n{listen}[[peer]]\nsp = \"{peer}\"\naddress = \"{peer_addr}\"\n\
+        "sp = \"{me}\"\n{listen}{listen2}[[peer]]\nsp = \"{peer}\"\naddress = \"{peer_addr}\"\n{second}\
          [heartbeat]\ninterval_ms = {hb}\ndead_peer_timeout_ms = {dead}\n\
          [reconnect]\ninitial_backoff_ms = 5\nmax_backoff_ms = 50\n{extra}"
     )
@@ -569,7 +587,8 @@ fn async_stream(ma: &Mps, sa: SessionId, ctx: &Ctx) {
 
 /// Does the plan's faults; returns them as (start, end): the same instant
 /// but for the blackhole.
-fn inject(plan: Plan, proxy: &Proxy, ctx: &Ctx) -> Vec<(Instant, Instant)> {
+fn inject(plan: Plan, proxies: &[Arc<Proxy>], ctx: &Ctx) -> Vec<(Instant, Instant)> {
+    let proxy = &proxies[0];
     let mut faults = Vec::new();
     let last_reset = |p: &Proxy| *p.reset_times().last().expect("a reset was done");
     match plan {
@@ -615,6 +634,25 @@ fn inject(plan: Plan, proxy: &Proxy, ctx: &Ctx) -> Vec<(Instant, Instant)> {
             }
         }
         Plan::Quiet { .. } => {}
+        Plan::PathDown { n, down } => {
+            for _ in 0..n {
+                ctx.pause(Duration::from_millis(400));
+                // The path carrying the link: the proxy whose connection has
+                // the traffic now (the other's carries heartbeats only).
+                let before: Vec<usize> = proxies.iter().map(|p| p.forwarded()).collect();
+                ctx.pause(Duration::from_millis(50));
+                let busy = proxies.iter().zip(&before).max_by_key(|(p, b)| p.forwarded() - **b).map(|(p, _)| p.clone()).expect("two proxies");
+                let t = Instant::now();
+                busy.blackhole(down);
+                // The fault is the path going down; the link must flow again
+                // long before the path is back.
+                faults.push((t, t));
+                ctx.pause(down);
+                if ctx.stopped() {
+                    break;
+                }
+            }
+        }
     }
     // The streams must be seen flowing after the last fault.
     if let Some(&(_, end)) = faults.last() {
@@ -627,21 +665,33 @@ fn inject(plan: Plan, proxy: &Proxy, ctx: &Ctx) -> Vec<(Instant, Instant)> {
 /// Runs one scenario and classifies every message.
 fn run(transport: Transport, plan: Plan, extra: &str) -> Report {
     let dir = TempDir::new();
-    let name = format!("{}/{}", plan.name(), if transport == Transport::Unix { "unix" } else { "tcp" });
+    let name = format!(
+        "{}/{}",
+        plan.name(),
+        match transport {
+            Transport::Unix => "unix",
+            Transport::Tcp => "tcp",
+            Transport::TwoPaths => "unix+tcp",
+        }
+    );
     // 0.B listens on its real address; it never dials 0.A (the lower id dials).
     let (b_listen, a_unused) = match transport {
-        Transport::Unix => (format!("unix:{}", dir.0.join("b.sock").display()), format!("unix:{}", dir.0.join("a-unused.sock").display())),
+        Transport::Unix | Transport::TwoPaths => (format!("unix:{}", dir.0.join("b.sock").display()), format!("unix:{}", dir.0.join("a-unused.sock").display())),
         Transport::Tcp => ("tcp:127.0.0.1:0".to_string(), "tcp:127.0.0.1:9".to_string()),
     };
-    let mb = Mps::start(sp_config(&sp_text("0.B", Some(&b_listen), "0.A", &a_unused, plan, extra))).unwrap();
-    let proxy = Arc::new(match transport {
-        Transport::Unix => Proxy::unix(&dir.0.join("proxy.sock"), &dir.0.join("b.sock")),
-        Transport::Tcp => {
-            let b = mb.listen_address().expect("0.B listens").to_string();
-            Proxy::tcp(b.strip_prefix("tcp:").unwrap().parse().expect("0.B's TCP address"))
-        }
-    });
-    let ma = Mps::start(sp_config(&sp_text("0.A", None, "0.B", &proxy.address(), plan, extra))).unwrap();
+    let b_listen2 = (transport == Transport::TwoPaths).then_some("tcp:127.0.0.1:0");
+    let mb = Mps::start(sp_config(&sp_text2("0.B", Some(&b_listen), b_listen2, "0.A", &a_unused, None, plan, extra))).unwrap();
+    let tcp_of_b = |i: usize| {
+        let b = mb.listen_addresses()[i].to_string();
+        Proxy::tcp(b.strip_prefix("tcp:").unwrap().parse().expect("0.B's TCP address"))
+    };
+    let proxies: Vec<Arc<Proxy>> = match transport {
+        Transport::Unix => vec![Arc::new(Proxy::unix(&dir.0.join("proxy.sock"), &dir.0.join("b.sock")))],
+        Transport::Tcp => vec![Arc::new(tcp_of_b(0))],
+        Transport::TwoPaths => vec![Arc::new(Proxy::unix(&dir.0.join("proxy.sock"), &dir.0.join("b.sock"))), Arc::new(tcp_of_b(1))],
+    };
+    let a_second = proxies.get(1).map(|p| p.address());
+    let ma = Mps::start(sp_config(&sp_text2("0.A", None, None, "0.B", &proxies[0].address(), a_second.as_deref(), plan, extra))).unwrap();
     ma.wait_for_peer(B, Some(Duration::from_secs(30))).expect("the link is up through the proxy");
     mb.wait_for_peer(A, Some(Duration::from_secs(30))).expect("the link is up through the proxy");
 
@@ -693,7 +743,7 @@ fn run(transport: Transport, plan: Plan, extra: &str) -> Report {
         async_stream(&m, sa, &c);
         let _ = tx.send(());
     });
-    let (c, p) = (ctx.clone(), proxy.clone());
+    let (c, p) = (ctx.clone(), proxies.clone());
     let injector = std::thread::spawn(move || inject(plan, &p, &c));
 
     // The watchdog: both streams done, or a stall (or the cap) ends the run.
@@ -733,8 +783,13 @@ fn run(transport: Transport, plan: Plan, extra: &str) -> Report {
     ctx.stop.store(true, Ordering::SeqCst);
     ctx.window_cv.notify_all();
     let faults = injector.join().expect("the injector");
-    let (resets, cuts, accepted, cut_log) = (proxy.resets(), proxy.cuts(), proxy.accepted(), proxy.cut_log());
-    drop(Arc::try_unwrap(proxy).ok().expect("the injector let go of the proxy"));
+    let resets = proxies.iter().map(|p| p.resets()).sum();
+    let cuts = proxies.iter().map(|p| p.cuts()).sum();
+    let accepted = proxies.iter().map(|p| p.accepted()).sum();
+    let cut_log = proxies.iter().flat_map(|p| p.cut_log()).collect();
+    for p in proxies {
+        drop(Arc::try_unwrap(p).ok().expect("the injector let go of the proxy"));
+    }
     ma.shutdown().unwrap();
     sync_sender.join().expect("the synchronous sender");
     async_sender.join().expect("the asynchronous sender");
@@ -796,6 +851,7 @@ fn scenario_with(transport: Transport, plan: Plan, extra: String) {
         // Paced by sleeps of 5 ms: a quarter of them at least.
         Plan::Storm { gap, len } => (len.as_millis() / gap.as_millis() / 4) as usize,
         Plan::Quiet { .. } => 0,
+        Plan::PathDown { n, .. } => n,
     };
     assert!(r.faults >= want_faults, "the faults were not all injected ({want_faults} at least):\n{r}");
     assert!(r.sent() as u64 >= plan.messages(), "not all messages were sent:\n{r}");
@@ -803,6 +859,14 @@ fn scenario_with(transport: Transport, plan: Plan, extra: String) {
     assert_eq!(r.total().good, r.sent(), "not every message confirmed and delivered once:\n{r}");
     for s in &r.streams {
         assert!(s.recovery.iter().all(|x| x.is_some()), "a stream did not flow again after a fault:\n{r}");
+    }
+    if let Plan::PathDown { down, .. } = plan {
+        // Over the other path, before the path that went down is back.
+        for s in &r.streams {
+            for d in s.recovery.iter().flatten() {
+                assert!(*d < down, "a stream waited {d:?} for the path that went down ({down:?}) instead of moving to the other:\n{r}");
+            }
+        }
     }
 }
 
@@ -914,6 +978,11 @@ fn cuts_mid_frame_over_tcp() {
 }
 
 #[test]
+fn a_path_taken_down_and_up_over_two_paths() {
+    scenario(Transport::TwoPaths, PATH_DOWN);
+}
+
+#[test]
 fn reset_storm_over_unix() {
     scenario(Transport::Unix, STORM);
 }
@@ -964,6 +1033,7 @@ struct Rig {
 fn rig(transport: Transport) -> Rig {
     let dir = TempDir::new();
     match transport {
+        Transport::TwoPaths => unreachable!("the proxy's own tests use one path"),
         Transport::Unix => {
             let target = dir.0.join("target.sock");
             let l = Arc::new(std::os::unix::net::UnixListener::bind(&target).unwrap());

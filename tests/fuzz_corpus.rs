@@ -144,6 +144,34 @@ fn stream_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// Version-2 frames for the stream seeds (the decoder runs every input on a
+/// version-2 link too): numbered MESSAGEs and CONFIRMs, acknowledgements,
+/// a duplicate, a gap, a RESUME where none belongs.
+fn stream_seeds_v2() -> Vec<(&'static str, Vec<u8>)> {
+    let m = |seq: u64, ack: u64, id: u64| {
+        let mut head = [0u8; frame::MAX_MESSAGE_HEAD];
+        let h = MessageHead { id, conduit: 1, domain: u32::from_le_bytes(*b"DOMA"), tag: 7, mode: MODE_SYNC };
+        let n = frame::encode_message_head_v(&mut head, &h, b"Mirror", 5, Some((seq, ack)));
+        let mut f = head[..n].to_vec();
+        f.extend_from_slice(b"hello");
+        f
+    };
+    let mut conf = Vec::new();
+    frame::encode_confirms_v(&mut conf, &[(1, Status::STATUS_SUCCESS)], Some((3, 0)));
+    let hb = frame::heartbeat_v2(0).to_vec();
+    let resume = frame::Resume { incarnation: 5, peer_incarnation: 0, received: 0, flags: 0 }.encode().to_vec();
+    vec![
+        ("v2-messages", cat(&[&m(1, 0, 1), &hb, &m(2, 0, 2)])),
+        ("v2-duplicate", cat(&[&m(1, 0, 1), &m(1, 0, 1), &m(2, 0, 2)])),
+        ("v2-gap", cat(&[&m(1, 0, 1), &m(3, 0, 2)])),
+        ("v2-ack-never-sent", cat(&[&m(1, 9, 1)])),
+        ("v2-confirm-unknown", cat(&[&m(1, 0, 1), &m(2, 0, 2), &conf])),
+        ("v2-heartbeat-ack", frame::heartbeat_v2(3).to_vec()),
+        ("v2-resume-after-handshake", cat(&[&hb, &resume])),
+        ("v2-refuse", frame::refuse(frame::REFUSE_CONFLICT).to_vec()),
+    ]
+}
+
 fn confirm_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let body = |entries: &[(u64, Status)]| confirms(entries)[8..].to_vec();
     let one = body(&[(1, Status::STATUS_SUCCESS)]);
@@ -223,7 +251,7 @@ fn config_seeds() -> Vec<(&'static str, Vec<u8>)> {
 #[ignore = "writes files into fuzz/corpus: run by hand when the seeds change"]
 fn write_seeds() {
     let stream = stream_seeds();
-    let frame_seeds: Vec<(&str, Vec<u8>)> = stream.clone();
+    let frame_seeds: Vec<(&str, Vec<u8>)> = stream.iter().cloned().chain(stream_seeds_v2()).collect();
     let all = [
         ("frame_decoder", frame_seeds),
         ("handshake", handshake_seeds()),

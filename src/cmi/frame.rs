@@ -66,6 +66,9 @@ pub enum Kind {
     /// Version 2: the accepting side's answer instead of `RESUME` when it
     /// refuses the connection (a second live incarnation of an SP id).
     Refuse = 6,
+    /// Version 2: the sender's link session is over (it shuts down): the
+    /// last frame of an orderly close, after everything it owed.
+    Bye = 7,
 }
 
 impl Kind {
@@ -78,6 +81,7 @@ impl Kind {
             4 => Kind::Heartbeat,
             5 => Kind::Resume,
             6 => Kind::Refuse,
+            7 => Kind::Bye,
             _ => return None,
         })
     }
@@ -144,10 +148,10 @@ pub fn parse_prefix_v(b: &[u8; PREFIX_LEN], max_message: u32, version: u16) -> R
         }
         Kind::Message => n > hdr + MESSAGE_FIXED && (body_len as u64) <= (hdr + MESSAGE_FIXED + MAX_NAME_BYTES) as u64 + max_message as u64,
         Kind::Resume => v2 && n == RESUME_LEN,
-        Kind::Refuse => v2 && n == REFUSE_LEN,
+        Kind::Refuse | Kind::Bye => v2 && n == REFUSE_LEN,
     };
     if !ok {
-        if !v2 && matches!(kind, Kind::Resume | Kind::Refuse) {
+        if !v2 && matches!(kind, Kind::Resume | Kind::Refuse | Kind::Bye) {
             return Err(format!("{kind:?} frame on a link of protocol version {version}, which has none"));
         }
         return Err(format!("{kind:?} frame with impossible body length {body_len} (limit for messages {max_message})"));
@@ -380,6 +384,9 @@ pub const RESUME_FLAG_RESUMED: u32 = 1;
 /// session, so its confirmations may come in another order than the
 /// messages and may take as long as the client does.
 pub const RESUME_FLAG_DELIVERED: u32 = 2;
+/// `RESUME` flag: this connection is a second path, to wait as the standby
+/// of the link session the sender names (from the acceptor: it does).
+pub const RESUME_FLAG_STANDBY: u32 = 4;
 
 /// The `RESUME` frame (version 2): sent once each way after the HELLOs, the
 /// dialing side first; the accepting side's answer decides.
@@ -420,7 +427,7 @@ impl Resume {
         if r.incarnation == 0 {
             return Err("RESUME with incarnation 0".into());
         }
-        if r.flags & !(RESUME_FLAG_RESUMED | RESUME_FLAG_DELIVERED) != 0 || le_u32(b, 28) != 0 {
+        if r.flags & !(RESUME_FLAG_RESUMED | RESUME_FLAG_DELIVERED | RESUME_FLAG_STANDBY) != 0 || le_u32(b, 28) != 0 {
             return Err(format!("RESUME with unknown flags {:#x} or non-zero reserved bytes", r.flags));
         }
         if r.peer_incarnation == 0 && r.received != 0 {
@@ -441,7 +448,17 @@ pub fn refuse(reason: u32) -> [u8; PREFIX_LEN + REFUSE_LEN] {
     f
 }
 
-/// Parses a `REFUSE` body into its reason.
+/// `BYE` reason: the sender shuts down.
+pub const BYE_SHUTDOWN: u32 = 1;
+
+/// A whole `BYE` frame with `reason` (same layout as `REFUSE`).
+pub fn bye(reason: u32) -> [u8; PREFIX_LEN + REFUSE_LEN] {
+    let mut f = refuse(reason);
+    f[4] = Kind::Bye as u8;
+    f
+}
+
+/// Parses a `REFUSE` (or `BYE`) body into its reason.
 pub fn decode_refuse(b: &[u8]) -> Result<u32, String> {
     if b.len() != REFUSE_LEN {
         return Err(format!("REFUSE body of {} bytes", b.len()));
@@ -555,5 +572,78 @@ mod tests {
         let mut bad = out.clone();
         bad[8] = 5;
         assert!(decode_confirms(&bad[8..]).is_err());
+    }
+    /// The bytes of one worked example of docs/PROTOCOL.md: the first code
+    /// block after the heading that starts with `heading`, each line's
+    /// leading two-digit hex tokens.
+    fn doc_example(heading: &str) -> Vec<u8> {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let at = doc.find(heading).unwrap_or_else(|| panic!("no heading {heading:?} in docs/PROTOCOL.md"));
+        let block = doc[at..].split("```").nth(1).expect("a code block after the heading");
+        let mut out = Vec::new();
+        for line in block.lines() {
+            for tok in line.split_whitespace() {
+                if tok.len() != 2 || !tok.chars().all(|c| c.is_ascii_hexdigit()) {
+                    break;
+                }
+                out.push(u8::from_str_radix(tok, 16).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn protocol_md_version_2_examples() {
+        let (a, b) = (0x1122_3344_5566_7788u64, 0x99AA_BBCC_DDEE_FF00u64);
+        let offer = Resume { incarnation: a, peer_incarnation: b, received: 41, flags: 0 }.encode();
+        assert_eq!(doc_example("#### 10.6.1"), offer);
+        assert_eq!(Resume::decode(&offer[PREFIX_LEN..]).unwrap().received, 41);
+        let answer = Resume { incarnation: b, peer_incarnation: a, received: 17, flags: RESUME_FLAG_RESUMED }.encode();
+        assert_eq!(doc_example("#### 10.6.2"), answer);
+        let h = MessageHead { id: 1, conduit: 3, domain: 0x524F_5453, tag: 42, mode: MODE_SYNC };
+        let mut m = [0u8; MAX_MESSAGE_HEAD];
+        let n = encode_message_head_v(&mut m, &h, b"Mirror", 5, Some((42, 17)));
+        assert_eq!(n, 54);
+        let mut whole = m[..n].to_vec();
+        whole.extend_from_slice(b"hello");
+        assert_eq!(doc_example("#### 10.6.3"), whole);
+        let p = parse_prefix_v(&prefix_of(&whole), 1 << 20, 2).unwrap();
+        assert_eq!((p.kind, p.body_len), (Kind::Message, 51));
+        assert!(parse_prefix(&prefix_of(&whole), 1 << 20).is_ok(), "the length fits version 1 too; the reader uses the link's version");
+        assert_eq!(decode_link_header(&whole[PREFIX_LEN..]), (42, 17));
+        assert_eq!(decode_message_fixed(&whole[PREFIX_LEN + LINK_HDR..], p.body_len - LINK_HDR as u32).unwrap(), (h, 6));
+        let mut c = Vec::new();
+        encode_confirms_v(&mut c, &[(1, Status::STATUS_SUCCESS)], Some((18, 42)));
+        assert_eq!(doc_example("#### 10.6.4"), c);
+        assert_eq!(parse_prefix_v(&prefix_of(&c), 0, 2).unwrap().body_len, 32);
+        assert!(parse_prefix(&prefix_of(&c), 0).is_err(), "a version-1 reader refuses a CONFIRM with a link header");
+        assert_eq!(decode_confirms(&c[PREFIX_LEN + LINK_HDR..]).unwrap().collect::<Vec<_>>(), [(1, Status::STATUS_SUCCESS)]);
+        assert_eq!(doc_example("#### 10.6.5"), heartbeat_v2(18));
+        assert_eq!(doc_example("#### 10.6.6"), refuse(REFUSE_CONFLICT));
+        assert_eq!(decode_refuse(&refuse(REFUSE_CONFLICT)[PREFIX_LEN..]), Ok(REFUSE_CONFLICT));
+        assert_eq!(doc_example("#### 10.6.7"), bye(BYE_SHUTDOWN));
+        assert_eq!(parse_prefix_v(&prefix_of(&bye(BYE_SHUTDOWN)), 0, 2).unwrap().kind, Kind::Bye);
+        // The version-1 examples of section 8 hold too.
+        let v1 = Hello { version_min: 1, version_max: 1, sp: SpId::a(0), max_message: 4 << 20, heartbeat_ms: 250, dead_timeout_ms: 3000 }.encode();
+        assert_eq!(doc_example("### 8.1"), v1);
+        assert_eq!(doc_example("### 8.4"), heartbeat());
+    }
+
+    #[test]
+    fn version_2_frames_are_refused_where_they_do_not_belong() {
+        let r = Resume { incarnation: 1, peer_incarnation: 0, received: 0, flags: 0 }.encode();
+        assert!(parse_prefix(&prefix_of(&r), 1 << 20).unwrap_err().contains("version 1"), "RESUME on a version-1 link");
+        assert!(parse_prefix_v(&prefix_of(&r), 1 << 20, 2).is_ok());
+        assert!(Resume::decode(&Resume { incarnation: 0, ..Resume::decode(&r[8..]).unwrap() }.encode()[8..]).is_err(), "incarnation 0");
+        let bad = Resume { incarnation: 1, peer_incarnation: 0, received: 5, flags: 0 }.encode();
+        assert!(Resume::decode(&bad[8..]).is_err(), "frames received in no session");
+        let mut flags = r;
+        flags[8 + 24] = 8;
+        assert!(Resume::decode(&flags[8..]).is_err(), "an unknown flag");
+        let mut hb = [0u8; 8];
+        put_prefix(&mut hb, Kind::Heartbeat, 0);
+        assert!(parse_prefix_v(&hb, 1 << 20, 2).is_err(), "an empty heartbeat on version 2");
+        put_prefix(&mut hb, Kind::Message, (LINK_HDR + MESSAGE_FIXED) as u32);
+        assert!(parse_prefix_v(&hb, 1 << 20, 2).is_err(), "a MESSAGE with no room for its name");
     }
 }

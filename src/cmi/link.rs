@@ -27,7 +27,7 @@ pub(crate) use handshake::{handshake, read_answer, write_whole, Answer, Greeting
 pub(crate) use role::{Holder, LinkThreadEnd, ReadRole, Stint};
 #[cfg(test)]
 pub(crate) use rx::run_reader;
-pub(crate) use rx::{read_stint, ConfirmLater, RxCtx};
+pub(crate) use rx::{read_stint, ConfirmLater, RxCtx, PEER_ENDED};
 pub(crate) use tx::CONFIRM_BACKLOG_LOW;
 
 use super::frame::{self, Hello};
@@ -132,6 +132,15 @@ impl Wire {
         self.reason.lock().clone()
     }
 
+    /// Why the connection ended, once it was killed (`None` while it lives).
+    pub(crate) fn ended(&self) -> Option<EndReason> {
+        if self.killed.load(Ordering::Acquire) {
+            self.reason()
+        } else {
+            None
+        }
+    }
+
     /// Wakes a reader blocked on this connection.
     pub(crate) fn interrupt(&self) {
         self.stream.interrupt();
@@ -165,6 +174,8 @@ pub struct Conn {
     rx_last: AtomicU64,
     /// Version 2: the highest acknowledgement this side has queued.
     ack_sent: AtomicU64,
+    /// Version 2: `OutQueue::acked`, readable without the lock (`take_ack`).
+    acked_hint: AtomicU64,
     /// `Cmi` has reported the session's end upward (`link_down`), once.
     reported: AtomicBool,
     /// Connections this session has had (the first, and each resume).
@@ -203,6 +214,7 @@ impl Conn {
             room: Condvar::new(),
             rx_last: AtomicU64::new(0),
             ack_sent: AtomicU64::new(0),
+            acked_hint: AtomicU64::new(0),
             reported: AtomicBool::new(false),
             connections: AtomicU64::new(0),
             clock_base: Instant::now(),
@@ -296,6 +308,7 @@ impl Conn {
                 return Err(format!("the peer claims only frame {received}, but acknowledged {} before", q.acked));
             }
             q.acked = received;
+            self.acked_hint.store(received, Ordering::Release);
             q.trim_for_resume(received);
         }
         if let Some(f) = first {
@@ -411,7 +424,7 @@ impl Conn {
         self.end(&reason);
         wire.kill(&reason);
         wire.rx.lock().discard();
-        wire.read_role.abandon(by, (by == Holder::ApiThread).then(|| reason.clone()));
+        wire.read_role.abandon(by);
         reason
     }
 
@@ -443,8 +456,21 @@ impl Conn {
     /// a confirmation that arrives meanwhile reaches its sender. If the role
     /// does not come free within `limit`, nothing is read here: the caller
     /// kills the connection, which ends that reader's wait too.
+    ///
+    /// Version 2: a `BYE` goes last, so that the peer ends the session at
+    /// once (its messages to this SP still unconfirmed fail now, not after
+    /// its resume tolerance).
     pub(crate) fn close_gracefully(&self, wire: &Arc<Wire>, limit: Duration) {
         let deadline = Instant::now() + limit;
+        if self.version >= frame::VERSION_RESUME {
+            let mut q = self.out.lock();
+            if q.writer().is_some_and(|w| Arc::ptr_eq(w, wire)) {
+                q.frames.push_back(OutFrame::small(&frame::bye(frame::BYE_SHUTDOWN)));
+                if !q.backlog {
+                    self.flush_or_hand_off(&mut q);
+                }
+            }
+        }
         self.drain(deadline);
         {
             let mut q = self.out.lock();

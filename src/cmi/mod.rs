@@ -114,7 +114,8 @@ pub struct NotConfigured;
 
 struct PeerEntry {
     sp: SpId,
-    address: Address,
+    /// Its addresses: one per path (at most two, `second_address`).
+    addresses: Vec<Address>,
     /// This SP dials that peer (it has the lower id).
     dials: bool,
     conn: Mutex<Option<Arc<Conn>>>,
@@ -126,6 +127,13 @@ struct PeerEntry {
     /// Connections refused as a second live incarnation of this peer's SP
     /// id (issue 9, item 6): a failover gone wrong, for the operator.
     conflicts: AtomicU64,
+    /// Connections waiting as standby paths of this peer's link session
+    /// (issue 9, item 3): interrupted when the session loses its connection,
+    /// so that a standby takes over at once.
+    standbys: Mutex<Vec<Arc<dyn Stream>>>,
+    /// Held by the dialer from an offer (RESUME) to the session it
+    /// establishes: one path at a time (`serve`).
+    establishing: Mutex<()>,
 }
 
 /// How a connection's service ended, for the dial loop.
@@ -134,13 +142,15 @@ enum Served {
     Done,
     /// The peer refused this SP: another live process has its SP id.
     Refused,
+    /// A standby connection ended without taking over: redial with backoff.
+    StandbyEnded,
 }
 
 /// Whether a connection's end `reason` ends its link session too (a broken
 /// or hostile peer: what it sent cannot be resumed from) rather than leaving
 /// the session to resume on the next connection.
 fn ends_session(reason: &str) -> bool {
-    reason.starts_with("malformed frame") || reason.starts_with("out of memory")
+    reason.starts_with("malformed frame") || reason.starts_with("out of memory") || reason.starts_with(link::PEER_ENDED)
 }
 
 /// The links of one peer being served. A new connection is served only
@@ -195,10 +205,11 @@ struct Shared<U: Upcall> {
 /// The transport of one SP.
 pub struct Cmi<U: Upcall> {
     shared: Arc<Shared<U>>,
-    listener_addr: Option<Address>,
-    listener_wake: Mutex<Option<Box<dyn Fn() + Send>>>,
-    /// Removed at shutdown, if it is still the file this SP's bind created.
-    socket_file: Option<SocketFile>,
+    /// The addresses this SP listens on (`listen`, then `second_listen`).
+    listener_addrs: Vec<Address>,
+    listener_wakes: Mutex<Vec<Box<dyn Fn() + Send>>>,
+    /// Removed at shutdown, if they are still the files this SP's binds created.
+    socket_files: Vec<SocketFile>,
 }
 
 impl<U: Upcall> Shared<U> {
@@ -433,19 +444,47 @@ impl<U: Upcall> Shared<U> {
     fn serve(
         self: &Arc<Self>,
         entry: &PeerEntry,
-        stream: Box<dyn Stream>,
+        mut stream: Box<dyn Stream>,
         hello: frame::Hello,
         version: u16,
         mut leftover: Vec<u8>,
-        arrival: Option<u64>,
+        mut arrival: Option<u64>,
     ) -> Served {
         let dialer = arrival.is_none();
         let mut theirs = None;
+        // The dialer's offers to one peer are made one at a time, each up to
+        // its session being established (two paths dial at once: an offer
+        // made while the other path establishes the session would name no
+        // session and end it), never while a connection stands by.
+        let mut establishing = dialer.then(|| entry.establishing.lock());
         if version >= frame::VERSION_RESUME {
             if dialer {
-                let mine = self.resume_offer(entry);
-                let answer = link::write_whole(stream.as_ref(), &mine.encode(), &self.params, &self.stop)
-                    .and_then(|()| link::read_answer(stream.as_ref(), &self.params, &self.stop, &mut leftover, true));
+                let answer = loop {
+                    let mut mine = self.resume_offer(entry);
+                    // The link is up on another path: this one waits as its standby.
+                    let up_elsewhere = entry.conn.lock().as_ref().is_some_and(|c| c.version >= frame::VERSION_RESUME && c.is_up());
+                    if up_elsewhere && entry.addresses.len() > 1 {
+                        mine.flags |= frame::RESUME_FLAG_STANDBY;
+                    }
+                    let answer = link::write_whole(stream.as_ref(), &mine.encode(), &self.params, &self.stop)
+                        .and_then(|()| link::read_answer(stream.as_ref(), &self.params, &self.stop, &mut leftover, true));
+                    match &answer {
+                        Ok(link::Answer::Resume(r)) if r.flags & frame::RESUME_FLAG_STANDBY != 0 => {
+                            drop(establishing.take());
+                            let shared: Arc<dyn Stream> = Arc::from(stream);
+                            if self.stand_by(entry, &shared, &mut leftover, true).is_none() {
+                                shared.shutdown();
+                                return Served::StandbyEnded;
+                            }
+                            // The link lost its connection: this path takes
+                            // over with a RESUME like any new connection's
+                            // (or stands by again if the other path was quicker).
+                            stream = Box::new(shared);
+                            establishing = Some(entry.establishing.lock());
+                        }
+                        _ => break answer,
+                    }
+                };
                 match answer {
                     Ok(link::Answer::Resume(r)) if r.peer_incarnation != self.incarnation => {
                         log!(Level::Warn, "SP {} answered a RESUME for another incarnation of this SP: connection closed", entry.sp);
@@ -470,7 +509,30 @@ impl<U: Upcall> Shared<U> {
                     }
                 }
             } else {
-                match link::read_answer(stream.as_ref(), &self.params, &self.stop, &mut leftover, false) {
+                let mut answer = link::read_answer(stream.as_ref(), &self.params, &self.stop, &mut leftover, false);
+                while let Ok(link::Answer::Resume(r)) = &answer {
+                    let cur = entry.conn.lock().clone();
+                    let standby = r.flags & frame::RESUME_FLAG_STANDBY != 0
+                        && cur.as_ref().is_some_and(|c| c.version >= frame::VERSION_RESUME && c.peer_incarnation == r.incarnation && c.is_up())
+                        && r.peer_incarnation == self.incarnation;
+                    if !standby {
+                        break;
+                    }
+                    let ok = frame::Resume { incarnation: self.incarnation, peer_incarnation: r.incarnation, received: 0, flags: frame::RESUME_FLAG_STANDBY | self.my_flags() };
+                    let shared: Arc<dyn Stream> = Arc::from(stream);
+                    let promoted = link::write_whole(shared.as_ref(), &ok.encode(), &self.params, &self.stop)
+                        .ok()
+                        .and_then(|()| self.stand_by(entry, &shared, &mut leftover, false));
+                    let Some(offer) = promoted else {
+                        shared.shutdown();
+                        return Served::StandbyEnded;
+                    };
+                    answer = Ok(link::Answer::Resume(offer));
+                    stream = Box::new(shared);
+                    // Served as the newest connection of this peer.
+                    arrival = Some(self.next_arrival());
+                }
+                match answer {
                     Ok(link::Answer::Resume(r)) => {
                         let cur = entry.conn.lock().clone();
                         if let Some(c) = cur.filter(|c| c.version >= frame::VERSION_RESUME && c.peer_incarnation != r.incarnation && c.is_up()) {
@@ -502,7 +564,9 @@ impl<U: Upcall> Shared<U> {
             stream.shutdown();
             return Served::Done;
         };
-        let Some((conn, wire, _)) = self.establish(entry, stream, &hello, version, &leftover, theirs, dialer) else {
+        let established = self.establish(entry, stream, &hello, version, &leftover, theirs, dialer);
+        drop(establishing);
+        let Some((conn, wire, _)) = established else {
             return Served::Done;
         };
         let w = conn.clone();
@@ -527,10 +591,20 @@ impl<U: Upcall> Shared<U> {
         if let Ok(h) = writer {
             let _ = h.join();
         }
+        // An API thread may still be in a stint on this connection, handling
+        // frames it had read before the kill. The next connection must not be
+        // attached until it is done, or both could handle the frame a resume
+        // sends again; and nobody may handle what is left in its buffer.
+        // Bounded: the connection is killed, so its reads fail at once.
+        wire.rx.lock().discard();
         match conn.release(&wire, &reason) {
             State::Ended(why) => self.finish(entry, &conn, &why),
             _ => {
                 entry.changed.notify_all();
+                // A standby path takes over now, not at its next heartbeat.
+                for s in entry.standbys.lock().iter() {
+                    s.interrupt();
+                }
                 log!(
                     Level::Warn,
                     "link to SP {} interrupted: {reason}; resuming (messages in flight wait up to {} ms for a new connection)",
@@ -542,10 +616,81 @@ impl<U: Upcall> Shared<U> {
         Served::Done
     }
 
+    /// A connection on a second path waits as the standby of `entry`'s link
+    /// session (version 2, PROTOCOL.md 10.7): heartbeats both ways keep it
+    /// supervised (silent for the dead-peer timeout: it ends), and it carries
+    /// nothing else until it takes over. The dialer (`dialer`) decides when:
+    /// as soon as the session has no connection (the serve that lost it
+    /// interrupts this wait); it returns `Some` and then offers a RESUME. The
+    /// acceptor returns that RESUME when it arrives. `None`: the standby
+    /// ended (shutdown, silence, a frame it may not carry).
+    fn stand_by(&self, entry: &PeerEntry, stream: &Arc<dyn Stream>, leftover: &mut Vec<u8>, dialer: bool) -> Option<frame::Resume> {
+        entry.standbys.lock().push(stream.clone());
+        let r = self.stand_by_inner(entry, stream.as_ref(), leftover, dialer);
+        entry.standbys.lock().retain(|s| !Arc::ptr_eq(s, stream));
+        if let Err(why) = &r {
+            log!(Level::Info, "standby path to SP {} ended: {why}", entry.sp);
+        }
+        r.ok()
+    }
+
+    fn stand_by_inner(&self, entry: &PeerEntry, stream: &dyn Stream, leftover: &mut Vec<u8>, dialer: bool) -> Result<frame::Resume, String> {
+        let hb = self.params.heartbeat;
+        let dead = self.params.dead_timeout;
+        let (mut last_rx, mut last_tx) = (Instant::now(), Instant::now());
+        let mut buf = [0u8; 64];
+        log!(Level::Info, "second path to SP {} up, standing by", entry.sp);
+        loop {
+            if self.stopping() {
+                return Err("this SP is shutting down".into());
+            }
+            if dialer && !entry.conn.lock().as_ref().is_some_and(|c| c.is_up()) {
+                return Ok(frame::Resume { incarnation: self.incarnation, peer_incarnation: 0, received: 0, flags: 0 });
+            }
+            // Frames the peer sent: heartbeats, or (to the acceptor) the RESUME that promotes this path.
+            while leftover.len() >= frame::PREFIX_LEN {
+                let prefix: [u8; frame::PREFIX_LEN] = leftover[..frame::PREFIX_LEN].try_into().expect("8 bytes");
+                let p = frame::parse_prefix_v(&prefix, self.params.max_message, frame::VERSION_RESUME)?;
+                match p.kind {
+                    frame::Kind::Heartbeat => {}
+                    frame::Kind::Resume if !dialer => {
+                        return match link::read_answer(stream, &self.params, &self.stop, leftover, false)? {
+                            link::Answer::Resume(r) => Ok(r),
+                            link::Answer::Refuse(_) => Err("a REFUSE on a standby path".into()),
+                        };
+                    }
+                    k => return Err(format!("a {k:?} frame on a standby path")),
+                }
+                let n = frame::PREFIX_LEN + p.body_len as usize;
+                if leftover.len() < n {
+                    break;
+                }
+                leftover.drain(..n);
+            }
+            let now = Instant::now();
+            if now.duration_since(last_rx) >= dead {
+                return Err(format!("nothing from the peer for {} ms", dead.as_millis()));
+            }
+            if now.duration_since(last_tx) >= hb {
+                link::write_whole(stream, &frame::heartbeat_v2(0), &self.params, &self.stop)?;
+                last_tx = now;
+            }
+            match stream.read_timeout(&mut buf, hb / 2) {
+                Ok(Some(0)) => return Err("the peer closed it".into()),
+                Ok(Some(n)) => {
+                    leftover.extend_from_slice(&buf[..n]);
+                    last_rx = Instant::now();
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
+        }
+    }
+
     /// The link's own thread: reads whenever no API thread does, hands the
     /// read role over and takes it back (`ReadRole::run_link_thread`).
     fn link_thread_reads(&self, conn: &Arc<Conn>, wire: &Arc<Wire>) -> link::EndReason {
-        let end = wire.read_role.run_link_thread(&|| self.stopping(), UNATTENDED, &mut |until| {
+        let end = wire.read_role.run_link_thread(&|| self.stopping(), &|| wire.ended(), UNATTENDED, &mut |until| {
             let mut ctx = wire.rx.lock();
             link::read_stint(conn, wire, &mut ctx, self.params, self.up.as_ref(), &self.stop, until, false)
         });
@@ -565,7 +710,7 @@ impl<U: Upcall> Shared<U> {
             }
             return;
         };
-        wire.read_role.wait_on_link(done, block, &|| wire.interrupt(), || {
+        wire.read_role.wait_on_link(done, block, &|| wire.interrupt(), &|reason| conn.kill_wire(&wire, &reason), || {
             let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let mut ctx = wire.rx.lock();
                 let stint = link::read_stint(conn, &wire, &mut ctx, self.params, self.up.as_ref(), &self.stop, done, uninterruptible);
@@ -585,22 +730,23 @@ impl<U: Upcall> Shared<U> {
         });
     }
 
-    fn dial_loop(self: &Arc<Self>, idx: usize) {
+    fn dial_loop(self: &Arc<Self>, idx: usize, path: usize) {
         let entry = &self.peers[idx];
+        let address = &entry.addresses[path];
         let mut backoff = self.cfg.reconnect_initial_backoff;
         let mut failures: u64 = 0;
         while !self.stopping() {
-            let attempt = dial(&entry.address, self.params.dead_timeout, self.cfg.socket_send_buffer, &self.stop_signal)
-                .map_err(|e| format!("cannot connect to {}: {e}", entry.address))
+            let attempt = dial(address, self.params.dead_timeout, self.cfg.socket_send_buffer, &self.stop_signal)
+                .map_err(|e| format!("cannot connect to {address}: {e}"))
                 .and_then(|s| link::handshake(s.as_ref(), &self.params, &self.stop).map(|h| (s, h)));
             match attempt {
                 Ok((s, (hello, _, _))) if hello.sp != entry.sp => {
                     s.shutdown();
-                    log!(Level::Error, "{} answered as SP {}, not the configured SP {}", entry.address, hello.sp, entry.sp);
+                    log!(Level::Error, "{address} answered as SP {}, not the configured SP {}", hello.sp, entry.sp);
                 }
                 Ok((s, (hello, version, leftover))) => {
                     if failures > 0 {
-                        log!(Level::Info, "SP {} reachable again at {} after {failures} failed attempt(s)", entry.sp, entry.address);
+                        log!(Level::Info, "SP {} reachable again at {address} after {failures} failed attempt(s)", entry.sp);
                     }
                     failures = 0;
                     backoff = self.cfg.reconnect_initial_backoff;
@@ -609,6 +755,7 @@ impl<U: Upcall> Shared<U> {
                         // Refused as a duplicate of a live SP: try again
                         // only as often as the slowest redial.
                         Served::Refused => backoff = self.cfg.reconnect_max_backoff,
+                        Served::StandbyEnded => {}
                     }
                 }
                 Err(e) => {
@@ -690,13 +837,15 @@ impl<U: Upcall> Cmi<U> {
             .iter()
             .map(|p| PeerEntry {
                 sp: p.sp,
-                address: p.address.clone(),
+                addresses: std::iter::once(p.address.clone()).chain(p.second_address.clone()).collect(),
                 dials: cfg.local < p.sp,
                 conn: Mutex::new(None),
                 changed: Condvar::new(),
                 serving: Mutex::new(Serving::default()),
                 served: Condvar::new(),
                 conflicts: AtomicU64::new(0),
+                standbys: Mutex::new(Vec::new()),
+                establishing: Mutex::new(()),
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -714,15 +863,15 @@ impl<U: Upcall> Cmi<U> {
             threads: Mutex::new(Vec::new()),
             stop_signal: stream::Waker::new()?,
         });
-        let mut cmi = Cmi { shared: shared.clone(), listener_addr: None, listener_wake: Mutex::new(None), socket_file: None };
-        if let Some(addr) = &cfg.listen {
+        let mut cmi = Cmi { shared: shared.clone(), listener_addrs: Vec::new(), listener_wakes: Mutex::new(Vec::new()), socket_files: Vec::new() };
+        for addr in cfg.listen.iter().chain(cfg.second_listen.iter()) {
             let (listener, actual, socket_file) =
                 bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            cmi.socket_file = socket_file;
+            cmi.socket_files.extend(socket_file);
             log!(Level::Info, "SP {} listening on {actual}", cfg.local);
             let wake = listener.waker();
-            *cmi.listener_wake.lock() = Some(wake);
-            cmi.listener_addr = Some(actual);
+            cmi.listener_wakes.lock().push(wake);
+            cmi.listener_addrs.push(actual);
             let poll_fd = listener.poll_fd().map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             let sh = shared.clone();
             shared.spawn(format!("mps-listen-{}", cfg.local), move || match poll_fd {
@@ -770,16 +919,24 @@ impl<U: Upcall> Cmi<U> {
         })?;
         for (i, p) in shared.peers.iter().enumerate() {
             if p.dials {
-                let sh = shared.clone();
-                shared.spawn_restarting(format!("mps-dial-{}", p.sp), move || sh.dial_loop(i))?;
+                for path in 0..p.addresses.len() {
+                    let sh = shared.clone();
+                    let name = if path == 0 { format!("mps-dial-{}", p.sp) } else { format!("mps-dial-{}-{}", p.sp, path + 1) };
+                    shared.spawn_restarting(name, move || sh.dial_loop(i, path))?;
+                }
             }
         }
         Ok(cmi)
     }
 
+    /// Every address this SP listens on, with the real ports.
+    pub fn listen_addresses(&self) -> &[Address] {
+        &self.listener_addrs
+    }
+
     /// The address this SP actually listens on (with the real port for `tcp:...:0`).
     pub fn listen_address(&self) -> Option<&Address> {
-        self.listener_addr.as_ref()
+        self.listener_addrs.first()
     }
 
     /// Waits for `done()` on `conn`, reading the link itself when it can (see
@@ -857,7 +1014,7 @@ impl<U: Upcall> Cmi<U> {
             self.shared.stop_cv.notify_all();
         }
         self.shared.stop_signal.wake();
-        if let Some(wake) = self.listener_wake.lock().take() {
+        for wake in std::mem::take(&mut *self.listener_wakes.lock()) {
             wake();
         }
         for p in &self.shared.peers {
@@ -891,7 +1048,7 @@ impl<U: Upcall> Cmi<U> {
                 self.shared.finish(p, &c, "this SP is shutting down");
             }
         }
-        if let Some(f) = &self.socket_file {
+        for f in &self.socket_files {
             f.remove_if_ours();
         }
     }

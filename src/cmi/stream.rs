@@ -72,6 +72,45 @@ pub(crate) trait Stream: Send + Sync {
     }
 }
 
+/// A stream shared while it waits as a standby path (the waiting thread
+/// reads it; a link that loses its connection interrupts it), then handed to
+/// a link session like any other.
+impl Stream for std::sync::Arc<dyn Stream> {
+    fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
+        (**self).read_timeout(buf, timeout)
+    }
+    fn read_uninterruptible(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        (**self).read_uninterruptible(buf)
+    }
+    fn read_timeout_append(&self, v: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<Option<usize>> {
+        (**self).read_timeout_append(v, max, timeout)
+    }
+    fn read_rest_append(&self, v: &mut Vec<u8>, max: usize, timeout: Duration) -> io::Result<Option<usize>> {
+        (**self).read_rest_append(v, max, timeout)
+    }
+    fn write_nonblocking(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (**self).write_nonblocking(bufs)
+    }
+    fn write_blocking(&self, bufs: &[IoSlice<'_>], timeout: Duration) -> io::Result<usize> {
+        (**self).write_blocking(bufs, timeout)
+    }
+    fn wait_writable(&self, timeout: Duration) -> io::Result<()> {
+        (**self).wait_writable(timeout)
+    }
+    fn shutdown(&self) {
+        (**self).shutdown()
+    }
+    fn shutdown_write(&self) {
+        (**self).shutdown_write()
+    }
+    fn interrupt(&self) {
+        (**self).interrupt()
+    }
+    fn send_buffer(&self) -> Option<u32> {
+        (**self).send_buffer()
+    }
+}
+
 /// Most iovecs passed to one `sendmsg`.
 pub(crate) const MAX_IOV: usize = 64;
 

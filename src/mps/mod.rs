@@ -425,6 +425,12 @@ impl Mps {
         self.owner.core.cmi.get().and_then(|c| c.listen_address().cloned())
     }
 
+    /// Every address this SP listens on (`listen`, then `second_listen`),
+    /// with the real ports.
+    pub fn listen_addresses(&self) -> Vec<Address> {
+        self.owner.core.cmi.get().map(|c| c.listen_addresses().to_vec()).unwrap_or_default()
+    }
+
     /// Opens a session (`MpsOpen`).
     pub fn open(
         &self,

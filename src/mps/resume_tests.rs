@@ -84,7 +84,8 @@ fn stream_with_cuts(what: &str, total: u32, sync_total: u32, cut_every: u32, cut
     // The same link session throughout, on a new connection after each cut.
     let now = ma.owner.core.cmi.get().unwrap().link(B).unwrap().expect("A's link session to B");
     assert!(Arc::ptr_eq(&session, &now), "the link session was replaced: its messages could have failed");
-    assert!(session.connections() > cuts as u64, "{cuts} cuts but {} connections", session.connections());
+    // (The last cut may come with the last completion: its reconnection after it.)
+    wait_until("a new connection after every cut", || session.connections() > cuts as u64);
     cuts
 }
 

@@ -222,6 +222,8 @@ struct Shared {
     accepted: AtomicUsize,
     resets: AtomicUsize,
     cuts: AtomicUsize,
+    /// Bytes forwarded, both ways.
+    forwarded: AtomicUsize,
     /// When each reset (including those after a cut) was done.
     reset_times: Mutex<Vec<Instant>>,
     /// Each cut mid-frame, in words.
@@ -480,6 +482,7 @@ impl Shared {
                 self.forget(c);
                 return;
             }
+            self.forwarded.fetch_add(data.len(), Ordering::SeqCst);
         }
     }
 }
@@ -618,6 +621,7 @@ impl Proxy {
             accepted: AtomicUsize::new(0),
             resets: AtomicUsize::new(0),
             cuts: AtomicUsize::new(0),
+            forwarded: AtomicUsize::new(0),
             reset_times: Mutex::new(Vec::new()),
             cut_log: Mutex::new(Vec::new()),
         });
@@ -689,6 +693,11 @@ impl Proxy {
     /// When each reset was done, in order.
     pub fn reset_times(&self) -> Vec<Instant> {
         lock(&self.shared.reset_times).clone()
+    }
+
+    /// Bytes forwarded so far, both ways, all connections.
+    pub fn forwarded(&self) -> usize {
+        self.shared.forwarded.load(Ordering::SeqCst)
     }
 
     /// Connections being forwarded now.

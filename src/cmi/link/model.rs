@@ -20,6 +20,7 @@
 //! is found at 2 as well); `MPS_MODEL_PREEMPTIONS=3` runs them deeper.
 
 use super::*;
+use std::collections::VecDeque;
 use crate::sync::model::{check, Timeouts};
 use loom::sync::atomic::{AtomicUsize as LoomUsize, Ordering::SeqCst};
 use loom::thread;
@@ -44,6 +45,9 @@ struct WireState {
     interrupted: bool,
     /// `Conn::kill` shut the socket down: a read fails at once.
     killed: bool,
+    /// Why (`Wire::kill`'s reason), when an API thread that read the end
+    /// killed it.
+    reason: Option<EndReason>,
 }
 
 /// A synchronous sender's slot (`SyncSlot`): `Some(true)` confirmed,
@@ -106,6 +110,22 @@ impl Wire {
         self.cv.notify_all();
     }
 
+    /// `Conn::kill_wire` by an API thread that read the end: the reason is
+    /// recorded and the socket shut down.
+    fn end(&self, reason: EndReason) {
+        let mut st = self.st.lock().unwrap();
+        st.reason.get_or_insert(reason);
+        st.killed = true;
+        drop(st);
+        self.cv.notify_all();
+    }
+
+    /// `Wire::ended`.
+    fn ended(&self) -> Option<EndReason> {
+        let st = self.st.lock().unwrap();
+        st.killed.then(|| st.reason.clone().unwrap_or_else(|| "killed".into()))
+    }
+
     /// `Conn::interrupt`.
     fn interrupt(&self) {
         self.st.lock().unwrap().interrupted = true;
@@ -163,7 +183,7 @@ impl Wire {
     fn link_thread(self: &Arc<Self>) -> thread::JoinHandle<()> {
         let w = self.clone();
         thread::spawn(move || {
-            let end = w.role.run_link_thread(&|| false, Duration::from_millis(2), &mut |until| w.stint(until, true));
+            let end = w.role.run_link_thread(&|| false, &|| w.ended(), Duration::from_millis(2), &mut |until| w.stint(until, true));
             assert!(matches!(end, LinkThreadEnd::Ended(_)), "the link thread stops only when the link ends");
             w.st.lock().unwrap().killed = true;
             w.cv.notify_all();
@@ -185,6 +205,7 @@ impl Wire {
                     w.slots[i].wait();
                 },
                 &|| w.interrupt(),
+                &|reason| w.end(reason),
                 || {
                     let stint = w.stint(&done, false);
                     (stint, w.buffered())
@@ -208,6 +229,7 @@ impl Wire {
                     w.slots[i].wait();
                 },
                 &|| w.interrupt(),
+                &|reason| w.end(reason),
                 || {
                     let stint = w.stint(&done, true);
                     (stint, w.buffered())
@@ -221,11 +243,8 @@ impl Wire {
     /// Nobody holds, wants or waits for the role once everyone is gone.
     fn assert_role_at_rest(&self) {
         let r = self.role.state.lock();
-        assert_eq!((r.holder, r.wanting, r.bystanders), (Holder::Nobody, 0, 0), "the role is free and nobody waits for it");
-        // A reader that ran into the kill after the link's thread had left
-        // leaves its `ended` behind: nobody is there to take it, nor needs to.
-        assert!(r.ended.is_none() || r.ended.as_deref() == Some("killed"), "the link's end was taken by the link's thread: {:?}", r.ended);
-        assert_eq!(self.role.wanting.load(SeqCst), 0);
+        assert_eq!((r.holder, r.bystanders), (Holder::Nobody, 0), "the role is free and nobody waits for it");
+        assert_eq!(self.role.wanting.load(SeqCst), 0, "nobody wants the role");
         let st = self.st.lock().unwrap();
         assert!(st.socket.is_empty() && st.buffer.is_empty(), "every frame was read (the end of the stream last)");
     }
@@ -323,7 +342,7 @@ fn model_a_receiver_completed_from_elsewhere_stops_reading() {
 
 /// Path 2: the link ends before a sender's confirmation came: whoever reads
 /// the end of the stream (the sender itself, or the link's thread), the
-/// link's thread learns of it at once (from the reader's `ended`, without
+/// link's thread learns of it at once (from the connection's end the reader recorded, without
 /// its timer), tears the link down and fails the send, which returns.
 #[test]
 fn model_the_end_of_the_link_fails_a_waiting_sender() {

@@ -33,13 +33,8 @@ pub(crate) enum Holder {
 #[derive(Default)]
 pub(crate) struct Role {
     pub holder: Holder,
-    /// API threads waiting for the link's thread to hand the role over
-    /// (mirrored in `ReadRole::wanting`, which the link's thread reads unlocked).
-    pub wanting: usize,
     /// API threads waiting for an event on this link while another reads.
     pub bystanders: usize,
-    /// An API thread that was reading saw the link end, for this reason.
-    pub ended: Option<EndReason>,
 }
 
 /// A link's read role: who reads the stream (the link's own thread, or an
@@ -53,12 +48,14 @@ pub(crate) struct Role {
 /// Its locks come from `crate::sync` (loom's under the model checker); the
 /// rest of the link keeps parking_lot's.
 pub(crate) struct ReadRole {
-    state: sync::Mutex<Role>,
+    pub(super) state: sync::Mutex<Role>,
     /// Wakes the link's own thread when it should take the role back, and
     /// an API thread waiting for the link's thread to hand it over.
     cv: sync::Condvar,
-    /// API threads trying to take the role (the link's thread yields to them).
-    wanting: sync::AtomicUsize,
+    /// API threads trying to take the role (the link's thread yields to
+    /// them): changed only under `state`'s lock, read without it by the
+    /// link's thread at every frame boundary.
+    pub(super) wanting: sync::AtomicUsize,
 }
 
 /// Why the link's own thread stopped reading for good.
@@ -78,9 +75,14 @@ impl ReadRole {
     /// wait on the link or with frames buffered, and otherwise after
     /// `unattended` at the latest, so that unsolicited frames are never left
     /// unread for long.
+    ///
+    /// `ended()` is the connection's end as recorded on it (an API thread
+    /// that read the end, or a panic, kills the connection with its reason):
+    /// the link's thread then returns at once.
     pub(crate) fn run_link_thread(
         &self,
         stopping: &dyn Fn() -> bool,
+        ended: &dyn Fn() -> Option<EndReason>,
         unattended: Duration,
         read: &mut dyn FnMut(&dyn Fn() -> bool) -> Stint,
     ) -> LinkThreadEnd {
@@ -88,13 +90,13 @@ impl ReadRole {
             {
                 let mut role = self.state.lock();
                 loop {
-                    if let Some(reason) = role.ended.take() {
+                    if let Some(reason) = ended() {
                         return LinkThreadEnd::Ended(reason);
                     }
                     if stopping() {
                         return LinkThreadEnd::Stopping;
                     }
-                    if role.holder == Holder::Nobody && role.wanting == 0 {
+                    if role.holder == Holder::Nobody && self.wanting.load(Ordering::Acquire) == 0 {
                         role.holder = Holder::LinkThread;
                         break;
                     }
@@ -114,17 +116,14 @@ impl ReadRole {
         }
     }
 
-    /// A reader (`by`) that panicked in its stint lets the role go (8.15): the
-    /// caller has killed the link; `ended` (from an API thread) tells the
-    /// link's thread why, so that it tears the link down; a waiting thread
-    /// takes the role and sees the link ended.
-    pub(crate) fn abandon(&self, by: Holder, ended: Option<EndReason>) {
+    /// A reader (`by`) that panicked in its stint lets the role go (8.15):
+    /// the caller has killed the connection (which the link's thread sees as
+    /// its `ended()`, and tears the link down); a waiting thread takes the
+    /// role and sees the connection ended.
+    pub(crate) fn abandon(&self, by: Holder) {
         let mut role = self.state.lock();
         if role.holder == by {
             role.holder = Holder::Nobody;
-        }
-        if let Some(reason) = ended {
-            role.ended = Some(reason);
         }
         self.cv.notify_all();
     }
@@ -137,8 +136,17 @@ impl ReadRole {
     /// context switch each way saved: what a blocking ping-pong costs, seed
     /// FIG. 5 and 7). When the link's thread reads, it asks it to hand over
     /// (`interrupt()` ends its wait for bytes); when another API thread
-    /// reads, it blocks in `block()` until that one completes it.
-    pub(crate) fn wait_on_link(&self, done: &dyn Fn() -> bool, block: &dyn Fn(), interrupt: &dyn Fn(), read: impl FnOnce() -> (Stint, bool)) {
+    /// reads, it blocks in `block()` until that one completes it. If its
+    /// stint reads the end of the connection, `end(reason)` records it on the
+    /// connection (kills it) before the link's thread is woken to see it.
+    pub(crate) fn wait_on_link(
+        &self,
+        done: &dyn Fn() -> bool,
+        block: &dyn Fn(),
+        interrupt: &dyn Fn(),
+        end: &dyn Fn(EndReason),
+        read: impl FnOnce() -> (Stint, bool),
+    ) {
         let mut role = self.state.lock();
         let mut asked = false;
         loop {
@@ -163,13 +171,11 @@ impl ReadRole {
                     // Bounded by one frame's reading: a frame's bytes arrive
                     // within the dead-peer timeout or the link ends.
                     asked = true;
-                    role.wanting += 1;
                     self.wanting.fetch_add(1, Ordering::AcqRel);
                     interrupt();
                     while role.holder == Holder::LinkThread {
                         self.cv.wait(&mut role);
                     }
-                    role.wanting -= 1;
                     self.wanting.fetch_sub(1, Ordering::AcqRel);
                 }
                 Holder::ApiThread => {
@@ -185,14 +191,15 @@ impl ReadRole {
         }
         drop(role);
         let (stint, buffered) = read();
+        let ended = matches!(stint, Stint::Ended(_));
+        if let Stint::Ended(reason) = stint {
+            // Recorded on the connection first: the link's thread, woken
+            // below, sees it and tears the connection down.
+            end(reason);
+        }
         let mut role = self.state.lock();
         role.holder = Holder::Nobody;
-        if let Stint::Ended(reason) = stint {
-            // The link's thread tears the link down (and fails what was in
-            // flight, ours included).
-            role.ended = Some(reason);
-            self.cv.notify_all();
-        } else if role.bystanders > 0 || role.wanting > 0 || buffered {
+        if ended || role.bystanders > 0 || self.wanting.load(Ordering::Acquire) > 0 || buffered {
             // Others wait for frames on this link, or frames that came in
             // behind ours are already read: someone must read on now.
             self.cv.notify_all();

@@ -15,6 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The start of the end reason of a connection whose peer ended the link
+/// session (`BYE`): the session ends with it (`cmi::ends_session`).
+pub(crate) const PEER_ENDED: &str = "the peer ended the link session";
+
 /// Size of a link's read buffer; larger message bodies are read straight into
 /// their own allocation.
 const READ_BUF: usize = 64 * 1024;
@@ -412,6 +416,8 @@ fn read_one_frame<U: Upcall>(r: &mut Reader<'_>, rb: &mut ReadBuf, up: &U, owed:
         }
         Kind::Hello => return Err("malformed frame: a second HELLO".into()),
         Kind::Resume | Kind::Refuse => return Err(format!("malformed frame: a {:?} after the handshake", p.kind)),
+        // Everything the peer owed came before it (an orderly close).
+        Kind::Bye => return Err(format!("{PEER_ENDED}: SP {} shut down", r.conn.peer)),
         Kind::Confirm => {
             // The test hook fires on the library's own threads ("mps-..."),
             // not on an API thread that happens to hold the read role.
