@@ -305,8 +305,9 @@ impl Conn {
         // still to come that will flush it.
         // Not toward a peer that confirms on delivery: its confirmations
         // wait for its clients, and a frame held back for one would wait
-        // with them (up to a heartbeat interval, or for ever behind a message
-        // nobody receives) while the peer's other sessions wait for it.
+        // with them (behind a message nobody receives: until the watch finds
+        // frames queued and nothing written for the dead-peer timeout, and
+        // ends the connection), while the peer's other sessions wait for it.
         let defer = coalesce && !q.unacked.is_empty() && !self.peer_confirms_on_delivery;
         let now = self.now_ms();
         q.unacked.push_back((h.id, now));
