@@ -84,6 +84,19 @@ enum Event {
     End(EndReason),
 }
 
+/// An atomic counter alone on its cache line (64 bytes): written by one
+/// thread and read by another without dragging neighbouring fields along.
+#[derive(Default)]
+#[repr(align(64))]
+struct Padded(AtomicU64);
+
+impl std::ops::Deref for Padded {
+    type Target = AtomicU64;
+    fn deref(&self) -> &AtomicU64 {
+        &self.0
+    }
+}
+
 /// One connection under a link session.
 pub(crate) struct Wire {
     stream: Box<dyn Stream>,
@@ -170,12 +183,12 @@ pub struct Conn {
     /// `CONFIRM_BACKLOG_LOW`, when a connection ends, and on `interrupt`:
     /// wakes a reader paused by back-pressure.
     room: Condvar,
-    /// Version 2: the last sequence number received and handled from the peer.
-    rx_last: AtomicU64,
-    /// Version 2: the highest acknowledgement this side has queued.
-    ack_sent: AtomicU64,
+    /// Version 2: the last sequence number received and handled from the
+    /// peer. Written by the reader at every numbered frame, read by senders:
+    /// on a cache line of its own, away from the queue's lock.
+    rx_last: Padded,
     /// Version 2: `OutQueue::acked`, readable without the lock (`take_ack`).
-    acked_hint: AtomicU64,
+    acked_hint: Padded,
     /// `Cmi` has reported the session's end upward (`link_down`), once.
     reported: AtomicBool,
     /// Connections this session has had (the first, and each resume).
@@ -212,9 +225,8 @@ impl Conn {
             writer_wake: Condvar::new(),
             drained: Condvar::new(),
             room: Condvar::new(),
-            rx_last: AtomicU64::new(0),
-            ack_sent: AtomicU64::new(0),
-            acked_hint: AtomicU64::new(0),
+            rx_last: Padded::default(),
+            acked_hint: Padded::default(),
             reported: AtomicBool::new(false),
             connections: AtomicU64::new(0),
             clock_base: Instant::now(),
@@ -514,7 +526,7 @@ impl Conn {
     pub(crate) fn watch(&self, p: &LinkParams, resume_timeout: Duration) -> Watched {
         let now = self.now_ms();
         let dead_ms = p.dead_timeout.as_millis() as u64;
-        let (wire, oldest, queued, ack_wait) = {
+        let (wire, oldest, queued, ack_wait, ack_sent) = {
             let q = self.out.lock();
             if let State::Resuming { since_ms } = q.state {
                 let away = now.saturating_sub(since_ms);
@@ -526,7 +538,7 @@ impl Conn {
             }
             let Some(w) = q.wire.clone() else { return Watched::Nothing };
             let ack_wait = (!q.sent.is_empty()).then(|| now.saturating_sub(q.ack_wait_since));
-            (w, q.unacked.front().copied(), !q.frames.is_empty(), ack_wait)
+            (w, q.unacked.front().copied(), !q.frames.is_empty(), ack_wait, q.ack_sent)
         };
         let silent = now.saturating_sub(wire.last_rx_ms.load(Ordering::Relaxed));
         if silent >= dead_ms {
@@ -553,7 +565,7 @@ impl Conn {
             self.kill_wire(&wire, &format!("nothing written for {idle} ms with frames queued: the peer does not read, declared dead"));
             return Watched::Nothing;
         }
-        let ack_owed = self.rx_last.load(Ordering::Acquire) > self.ack_sent.load(Ordering::Acquire);
+        let ack_owed = self.rx_last.load(Ordering::Acquire) > ack_sent;
         if !queued && (idle >= p.heartbeat.as_millis() as u64 || ack_owed) {
             // Only on an empty queue: frames already queued carry the same
             // news, and one that cannot be written must not grow the queue.

@@ -78,6 +78,9 @@ pub(crate) struct OutQueue {
     /// Milliseconds (since the session's clock base) since which the peer
     /// owes an acknowledgement of the oldest frame in `sent` (`Conn::watch`).
     pub(super) ack_wait_since: u64,
+    /// Version 2: the highest acknowledgement this side has queued (an
+    /// acknowledgement is owed when more has been received: `Conn::watch`).
+    pub(super) ack_sent: u64,
     /// MESSAGE frames queued or written whose confirmation has not been read,
     /// in the order they were queued (which is the order on the wire, and so
     /// the order the peer confirms them in): (message id, milliseconds since
@@ -118,6 +121,7 @@ impl OutQueue {
             next_seq: 1,
             acked: 0,
             ack_wait_since: 0,
+            ack_sent: 0,
             unacked: VecDeque::new(),
             confirm_bytes: 0,
             wire: None,
@@ -269,7 +273,7 @@ impl Conn {
         let seq = q.next_seq;
         q.next_seq += 1;
         let ack = self.rx_last.load(Ordering::Acquire);
-        self.ack_sent.fetch_max(ack, Ordering::AcqRel);
+        q.ack_sent = q.ack_sent.max(ack);
         Some((seq, ack))
     }
 
@@ -460,7 +464,7 @@ impl Conn {
         }
         let f = if self.version >= frame::VERSION_RESUME {
             let ack = self.rx_last.load(Ordering::Acquire);
-            self.ack_sent.fetch_max(ack, Ordering::AcqRel);
+            q.ack_sent = q.ack_sent.max(ack);
             OutFrame::small(&frame::heartbeat_v2(ack))
         } else {
             OutFrame::small(&frame::heartbeat())
