@@ -977,6 +977,24 @@ fn cuts_mid_frame_over_tcp() {
     scenario(Transport::Tcp, CUTS);
 }
 
+/// The fault tests with `link.confirm = "delivered"` on both SPs (issue 9
+/// item 7: both confirmation points under faults): a confirmation now leaves
+/// only once 0.B's callback or receive has the message, and must still be
+/// true, once, in order, across resets and cuts.
+fn delivered_toml() -> String {
+    format!("{}confirm = \"delivered\"\n", link_toml())
+}
+
+#[test]
+fn resets_every_500ms_with_delivered_confirmation_over_unix() {
+    scenario_with(Transport::Unix, RESETS, delivered_toml());
+}
+
+#[test]
+fn cuts_mid_frame_with_delivered_confirmation_over_tcp() {
+    scenario_with(Transport::Tcp, CUTS, delivered_toml());
+}
+
 #[test]
 fn a_path_taken_down_and_up_over_two_paths() {
     scenario(Transport::TwoPaths, PATH_DOWN);
