@@ -658,20 +658,9 @@ impl Core {
         // Confirming on delivery, `close` discarded the queue and nothing is
         // queued while closing: no receipt is dropped under the lock here.
         debug_assert!(st.queue.iter().all(|h| h.receipt.is_none()), "a queued message owed a confirmation at close");
-        let discarded: u64 = st.queue.iter().map(|h| h.msg.data.len() as u64).sum();
-        st.held_bytes -= discarded;
-        if !st.queue.is_empty() {
-            // Confirmed to their senders, queued in the session, and closed
-            // before the client received them: its choice, said out loud.
-            log!(
-                Level::Warn,
-                "session {:#x} ({:?}) closed with {} queued message(s) not received; they are discarded",
-                s.id.0,
-                s.name,
-                st.queue.len()
-            );
-        }
-        st.queue.clear();
+        // Confirmed to their senders, queued in the session, and closed
+        // before the client received them: its choice, said out loud.
+        drop(self.discard_queue(s, st));
         self.table.remove(s);
         log!(Level::Debug, "session {:#x} closed", s.id.0);
         if notify {
