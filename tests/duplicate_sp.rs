@@ -46,7 +46,9 @@ fn a_second_live_process_with_the_same_sp_id_is_refused_and_the_live_link_stays(
     // Once the first 0.A is gone (it shut down, saying so), the second may link: a restart.
     a1.shutdown().unwrap();
     a2.wait_for_peer(B, Some(Duration::from_secs(30))).expect("the second 0.A links once the first is gone");
-    assert_eq!(mb.link_info(A).unwrap().peer_incarnation, a2.link_info(B).unwrap().incarnation);
+    // (B publishes its side a moment after its answer reached the second 0.A.)
+    let second = a2.link_info(B).unwrap().incarnation;
+    wait_until("B linked to the second 0.A", || mb.link_info(A).is_ok_and(|i| i.state == "up" && i.peer_incarnation == second));
     a2.shutdown().unwrap();
     mb.shutdown().unwrap();
 }
