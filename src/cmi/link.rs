@@ -352,6 +352,11 @@ impl Conn {
         self.out.lock().state.clone()
     }
 
+    /// True once the session has ended (no copy of its reason).
+    pub(crate) fn is_ended(&self) -> bool {
+        matches!(self.out.lock().state, State::Ended(_))
+    }
+
     /// Version 2: the last sequence number received and handled from the peer.
     pub(crate) fn received(&self) -> u64 {
         self.rx_last.load(Ordering::Acquire)

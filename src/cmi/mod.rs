@@ -310,7 +310,7 @@ impl<U: Upcall> Shared<U> {
     fn resume_offer(&self, entry: &PeerEntry) -> frame::Resume {
         let cur = entry.conn.lock().clone();
         let (peer_incarnation, received) = match cur {
-            Some(c) if c.version >= frame::VERSION_RESUME && !matches!(c.state(), State::Ended(_)) => (c.peer_incarnation, c.received()),
+            Some(c) if c.version >= frame::VERSION_RESUME && !c.is_ended() => (c.peer_incarnation, c.received()),
             _ => (0, 0),
         };
         frame::Resume { incarnation: self.incarnation, peer_incarnation, received, flags: self.my_flags() }
@@ -384,7 +384,7 @@ impl<U: Upcall> Shared<U> {
             }
             Some(r) => {
                 let same = cur.as_ref().filter(|c| {
-                    c.version >= frame::VERSION_RESUME && c.peer_incarnation == r.incarnation && !matches!(c.state(), State::Ended(_))
+                    c.version >= frame::VERSION_RESUME && c.peer_incarnation == r.incarnation && !c.is_ended()
                 });
                 let resume = if dialer { r.flags & frame::RESUME_FLAG_RESUMED != 0 } else { same.is_some() && r.peer_incarnation == self.incarnation };
                 if resume {

@@ -297,6 +297,14 @@ impl Drop for Receipt {
     }
 }
 
+/// Tells the senders of `discarded` messages (taken out of a session's
+/// queue, its lock let go since) that no client will have them.
+fn settle_discarded(discarded: Vec<Held>) {
+    for r in discarded.into_iter().filter_map(|h| h.receipt) {
+        r.discarded();
+    }
+}
+
 /// A message a session holds for its synchronous receive (queued, or handed
 /// to a waiting receiver), with the confirmation its sender is owed when this
 /// SP confirms on delivery.
@@ -616,11 +624,7 @@ impl Core {
             CloseOutcome::Pending
         };
         drop(st);
-        for h in discarded {
-            if let Some(r) = h.receipt {
-                r.discarded();
-            }
-        }
+        settle_discarded(discarded);
         Ok(outcome)
     }
 
@@ -1190,11 +1194,7 @@ impl Core {
             if self.cfg.confirm == ConfirmPoint::Delivered {
                 let discarded = self.discard_queue(&s, &mut st);
                 drop(st);
-                for h in discarded {
-                    if let Some(r) = h.receipt {
-                        r.discarded();
-                    }
-                }
+                settle_discarded(discarded);
             }
         }
         // Delivers what is queued (failed sends' callbacks above all), then joins.

@@ -5,7 +5,7 @@
 //! is checked against the last one received: a duplicate (sent again by a
 //! resume) is dropped by its number, a gap ends the connection.
 
-use super::{Conn, EndReason, LinkDown, LinkParams, State, Stint, Wire};
+use super::{Conn, EndReason, LinkDown, LinkParams, Stint, Wire};
 use crate::cmi::frame::{self, Kind, PREFIX_LEN};
 use crate::cmi::stream::Stream;
 use crate::cmi::{InboundMessage, Upcall};
@@ -248,7 +248,7 @@ impl<A> Owed<A> {
             if self.accepted.is_empty() {
                 return;
             }
-            if matches!(conn.state(), State::Ended(_)) {
+            if conn.is_ended() {
                 self.accepted.clear();
             } else {
                 for a in self.accepted.drain(..) {
@@ -434,17 +434,21 @@ fn read_one_frame<U: Upcall>(r: &mut Reader<'_>, rb: &mut ReadBuf, up: &U, owed:
             }
             r.fill(rb, PREFIX_LEN + body_len)?;
             let body = &rb.available()[PREFIX_LEN..PREFIX_LEN + body_len];
-            let mut fresh = true;
-            let mut seq = 0;
+            let (mut fresh, mut seq, mut ack) = (true, 0, None);
             if hdr > 0 {
-                let (s, ack) = frame::decode_link_header(body);
-                r.conn.take_ack(ack)?;
-                fresh = r.in_sequence(s)?;
-                seq = s;
+                let (s, a) = frame::decode_link_header(body);
+                let next = r.in_sequence(s);
+                if !matches!(next, Ok(true)) {
+                    // Not handled: only its acknowledgement counts (taken
+                    // first, as for a fresh one, below).
+                    r.conn.take_ack(a)?;
+                }
+                fresh = next?;
+                (seq, ack) = (s, Some(a));
             }
             if fresh {
                 let entries = frame::decode_confirms(&body[hdr..]).map_err(|e| format!("malformed frame: {e}"))?;
-                r.conn.take_confirmations(entries.clone())?;
+                r.conn.take_confirmations(ack, entries.clone())?;
                 let mut entries = entries;
                 up.confirmed(r.conn.peer, r.conn.epoch, &mut entries);
                 if hdr > 0 {

@@ -343,8 +343,14 @@ impl Conn {
     /// is not one the protocol allows is a broken peer, and ends the link.
     /// What was coalesced behind the confirmed messages goes out now, under
     /// the same lock.
-    pub(super) fn take_confirmations(&self, entries: impl Iterator<Item = (u64, Status)>) -> Result<(), String> {
+    ///
+    /// Version 2: `ack`, the frame's acknowledgement, is taken first, under
+    /// the same lock (`take_ack`), so a CONFIRM costs one lock round.
+    pub(super) fn take_confirmations(&self, ack: Option<u64>, entries: impl Iterator<Item = (u64, Status)>) -> Result<(), String> {
         let mut q = self.out.lock();
+        if let Some(ack) = ack {
+            self.ack_locked(&mut q, ack)?;
+        }
         for (id, status) in entries {
             if !frame::confirm_status_allowed(status) {
                 return Err(format!("malformed frame: CONFIRM of message {id} with {status:?}, which no receiver sends"));
@@ -385,6 +391,11 @@ impl Conn {
             return Ok(());
         }
         let mut q = self.out.lock();
+        self.ack_locked(&mut q, ack)
+    }
+
+    /// `take_ack` with the queue locked.
+    fn ack_locked(&self, q: &mut OutQueue, ack: u64) -> Result<(), String> {
         if ack <= q.acked {
             return Ok(());
         }
