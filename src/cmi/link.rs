@@ -278,7 +278,7 @@ impl Conn {
             (State::Ended(_), _) => return false,
             (_, Event::End(reason)) => {
                 q.frames.clear();
-                q.sent.clear();
+                q.written = 0;
                 q.head_written = 0;
                 q.confirm_bytes = 0;
                 q.backlog = false;
@@ -331,7 +331,7 @@ impl Conn {
             return Err("the link session already has a connection".into());
         }
         self.connections.fetch_add(1, Ordering::Relaxed);
-        if !q.frames.is_empty() {
+        if q.pending() {
             self.flush_or_hand_off(&mut q);
         }
         Ok(wire)
@@ -542,8 +542,8 @@ impl Conn {
                 }
             }
             let Some(w) = q.wire.clone() else { return Watched::Nothing };
-            let ack_wait = (!q.sent.is_empty()).then(|| now.saturating_sub(q.ack_wait_since));
-            (w, q.unacked.front().copied(), !q.frames.is_empty(), ack_wait, q.ack_sent)
+            let ack_wait = q.awaiting_ack().then(|| now.saturating_sub(q.ack_wait_since));
+            (w, q.unacked.front().copied(), q.pending(), ack_wait, q.ack_sent)
         };
         let silent = now.saturating_sub(wire.last_rx_ms.load(Ordering::Relaxed));
         if silent >= dead_ms {

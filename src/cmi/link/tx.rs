@@ -62,21 +62,30 @@ impl OutFrame {
 }
 
 pub(crate) struct OutQueue {
+    /// The frames of the session in the order they go out: first `written`
+    /// frames written whole and kept (version 2: numbered frames not yet
+    /// acknowledged, what a resume sends again, with any unnumbered frame
+    /// written between them), then the frames still to write. A frame stays
+    /// where it is from being queued until it is let go: written frames are
+    /// not moved to a queue of their own (a frame is some 370 bytes, and a
+    /// move in and out per message was measurable in W2).
     pub(super) frames: VecDeque<OutFrame>,
-    /// Bytes of `frames[0]` already written.
+    /// How many frames at the front are written whole (see `frames`). The
+    /// front one of them, if any, is a numbered frame not yet acknowledged
+    /// (`release_front` keeps it so).
+    pub(super) written: usize,
+    /// Bytes of `frames[written]` (the first frame still to write) already
+    /// written.
     pub(super) head_written: usize,
-    /// The writer thread owns flushing until the queue is empty again.
+    /// The writer thread owns flushing until nothing is left to write.
     pub(super) backlog: bool,
-    /// Version 2: numbered frames written whole and not yet acknowledged,
-    /// in sequence order (what a resume sends again).
-    pub(super) sent: VecDeque<OutFrame>,
     /// Version 2: the sequence number the next numbered frame gets (from 1).
     pub(super) next_seq: u64,
     /// Version 2: the peer's highest acknowledgement (every frame up to it
     /// has been received and handled by the peer).
     pub(super) acked: u64,
     /// Milliseconds (since the session's clock base) since which the peer
-    /// owes an acknowledgement of the oldest frame in `sent` (`Conn::watch`).
+    /// owes an acknowledgement of the oldest written frame (`Conn::watch`).
     pub(super) ack_wait_since: u64,
     /// Version 2: the highest acknowledgement this side has queued (an
     /// acknowledgement is owed when more has been received: `Conn::watch`).
@@ -115,9 +124,9 @@ impl OutQueue {
     pub(super) fn new(now_ms: u64) -> OutQueue {
         OutQueue {
             frames: VecDeque::new(),
+            written: 0,
             head_written: 0,
             backlog: false,
-            sent: VecDeque::new(),
             next_seq: 1,
             acked: 0,
             ack_wait_since: 0,
@@ -135,64 +144,92 @@ impl OutQueue {
         self.wire.as_ref().filter(|_| self.writable)
     }
 
-    /// `written` more bytes of the queue's front went out: frames now wholly
-    /// written leave the queue (version 2: numbered ones wait in `sent` for
-    /// their acknowledgement, with their payloads). True when the
-    /// confirmation backlog went down to `CONFIRM_BACKLOG_LOW` (a paused
-    /// reader may go on).
-    fn consume(&mut self, mut written: usize, now_ms: u64) -> bool {
+    /// Frames are left to write (`frames` past `written`).
+    pub(super) fn pending(&self) -> bool {
+        self.frames.len() > self.written
+    }
+
+    /// Version 2: written frames wait for an acknowledgement (the oldest of
+    /// them since `ack_wait_since`).
+    pub(super) fn awaiting_ack(&self) -> bool {
+        self.written > 0
+    }
+
+    /// The frames still to write, in order.
+    fn to_write(&self) -> impl Iterator<Item = &OutFrame> {
+        self.frames.range(self.written..)
+    }
+
+    /// Lets go of the written frames at the front that need not be kept: an
+    /// unnumbered one (a heartbeat, a handshake answer, every frame of
+    /// version 1) or one the peer has acknowledged. Afterwards the front
+    /// written frame, if any, is numbered and not acknowledged.
+    fn release_front(&mut self) {
+        let mut n = 0;
+        for f in self.frames.range(..self.written) {
+            if f.seq != 0 && f.seq > self.acked {
+                break;
+            }
+            self.confirm_bytes -= f.confirm_len();
+            n += 1;
+        }
+        if n > 0 {
+            // Dropped where they lie (`pop_front` would move each out first).
+            self.frames.drain(..n);
+            self.written -= n;
+        }
+    }
+
+    /// `n` more bytes of the frames to write went out: frames now wholly
+    /// written join the written ones (version 2: numbered ones are kept,
+    /// with their payloads, until acknowledged; the others are let go). True
+    /// when the confirmation backlog went down to `CONFIRM_BACKLOG_LOW` (a
+    /// paused reader may go on).
+    fn consume(&mut self, mut n: usize, now_ms: u64) -> bool {
         let before = self.confirm_bytes;
-        while written > 0 {
-            let left = self.frames[0].len() - self.head_written;
-            if written >= left {
-                written -= left;
-                if let Some(f) = self.frames.pop_front() {
-                    if f.seq > self.acked {
-                        if self.sent.is_empty() {
-                            self.ack_wait_since = now_ms;
-                        }
-                        self.sent.push_back(f);
-                    } else {
-                        self.confirm_bytes -= f.confirm_len();
-                    }
-                }
+        while n > 0 {
+            let left = self.frames[self.written].len() - self.head_written;
+            if n >= left {
+                n -= left;
+                let none_waited = self.written == 0;
+                self.written += 1;
                 self.head_written = 0;
+                self.release_front();
+                if none_waited && self.awaiting_ack() {
+                    self.ack_wait_since = now_ms;
+                }
             } else {
-                self.head_written += written;
-                written = 0;
+                self.head_written += n;
+                n = 0;
             }
         }
         before > CONFIRM_BACKLOG_LOW && self.confirm_bytes <= CONFIRM_BACKLOG_LOW
     }
 
     /// Version 2: a connection ended; what it did not get acknowledged goes
-    /// back to the front of the queue, whole, in sequence order, for the next
-    /// one. Frames that are not numbered belonged to that connection alone.
+    /// back to be written again, whole, in sequence order, for the next one.
+    /// Frames that are not numbered belonged to that connection alone.
     pub(super) fn put_back(&mut self) {
-        let mut frames: VecDeque<OutFrame> = std::mem::take(&mut self.sent);
-        frames.extend(std::mem::take(&mut self.frames).into_iter().filter(|f| f.seq != 0));
-        self.confirm_bytes = frames.iter().map(|f| f.confirm_len()).sum();
-        self.frames = frames;
+        self.frames.retain(|f| f.seq != 0);
+        self.confirm_bytes = self.frames.iter().map(|f| f.confirm_len()).sum();
+        self.written = 0;
         self.head_written = 0;
         self.backlog = false;
     }
 
-    /// Version 2: the peer has received everything up to `received` (an
-    /// acknowledgement): those frames leave `sent`. Frames still in `frames`
-    /// are left alone (the writer may be writing them with the queue
-    /// unlocked); `consume` drops them once written.
-    pub(super) fn drop_received(&mut self, received: u64) {
-        while self.sent.front().is_some_and(|f| f.seq <= received) {
-            let f = self.sent.pop_front().expect("front");
-            self.confirm_bytes -= f.confirm_len();
-        }
+    /// Version 2: the peer has received everything up to `self.acked` (an
+    /// acknowledgement): those written frames are let go. Frames still to
+    /// write are left alone (the writer may be writing them with the queue
+    /// unlocked); `consume` lets them go once written.
+    pub(super) fn drop_received(&mut self) {
+        self.release_front();
     }
 
     /// Version 2, attaching a connection to resume on (no writer runs, the
     /// queue was put back): the frames the peer says it has received leave
     /// the front of the queue.
     pub(super) fn trim_for_resume(&mut self, received: u64) {
-        debug_assert!(self.sent.is_empty() && self.head_written == 0);
+        debug_assert!(self.written == 0 && self.head_written == 0);
         while self.frames.front().is_some_and(|f| f.seq != 0 && f.seq <= received) {
             let f = self.frames.pop_front().expect("front");
             self.confirm_bytes -= f.confirm_len();
@@ -219,7 +256,7 @@ impl Snapshot {
         self.small.clear();
         self.parts.clear();
         let mut skip = q.head_written;
-        'frames: for f in q.frames.iter() {
+        'frames: for f in q.to_write() {
             for (i, part) in f.parts().into_iter().enumerate() {
                 if skip >= part.len() {
                     skip -= part.len();
@@ -373,7 +410,7 @@ impl Conn {
                 None => return Err(format!("malformed frame: CONFIRM of message {id}, but no message on this connection awaits one")),
             }
         }
-        if !q.backlog && !q.frames.is_empty() {
+        if !q.backlog && q.pending() {
             self.flush_or_hand_off(&mut q);
         }
         Ok(())
@@ -405,7 +442,7 @@ impl Conn {
         q.acked = ack;
         self.acked_hint.store(ack, Ordering::Release);
         let before = q.confirm_bytes;
-        q.drop_received(ack);
+        q.drop_received();
         q.ack_wait_since = self.now_ms();
         if before > super::CONFIRM_BACKLOG_LOW && q.confirm_bytes <= super::CONFIRM_BACKLOG_LOW {
             self.room.notify_all();
@@ -490,11 +527,11 @@ impl Conn {
     /// Writes queued frames to `wire` until the queue is empty (`Ok(true)`)
     /// or the socket is full (`Ok(false)`).
     fn flush_locked(&self, q: &mut OutQueue, wire: &Wire) -> io::Result<bool> {
-        while !q.frames.is_empty() {
+        while q.pending() {
             let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
             let mut skip = q.head_written;
-            'frames: for f in q.frames.iter() {
+            'frames: for f in q.to_write() {
                 for part in f.parts() {
                     if skip >= part.len() {
                         skip -= part.len();
@@ -525,7 +562,7 @@ impl Conn {
     /// Waits (at most until `deadline`) until everything queued has been written.
     pub(super) fn drain(&self, deadline: Instant) {
         let mut q = self.out.lock();
-        while !q.frames.is_empty() && q.writer().is_some() {
+        while q.pending() && q.writer().is_some() {
             if self.drained.wait_until(&mut q, deadline).timed_out() {
                 break;
             }
@@ -564,7 +601,7 @@ impl Conn {
                 if !mine(&q) {
                     return;
                 }
-                if q.frames.is_empty() {
+                if !q.pending() {
                     q.backlog = false;
                     self.drained.notify_all();
                     continue;
@@ -586,7 +623,7 @@ impl Conn {
                     if q.consume(n, now) {
                         self.room.notify_all();
                     }
-                    if q.frames.is_empty() {
+                    if !q.pending() {
                         q.backlog = false;
                         self.drained.notify_all();
                     }
