@@ -304,6 +304,10 @@ impl Msg {
 #[derive(Default)]
 struct SendState {
     stop: bool,
+    /// The epoch of the latest link session the test has admitted: that of
+    /// an incarnation whose mailbox is open (its READY read). The sender sends
+    /// nothing while the link shows a later session.
+    admitted: u64,
     /// Asynchronous sends without their completion.
     outstanding: usize,
     /// By number.
@@ -334,6 +338,10 @@ impl Sender {
     }
     fn stop(&self) {
         self.lock().stop = true;
+        self.cv.notify_all();
+    }
+    fn admit(&self, epoch: u64) {
+        self.lock().admitted = epoch;
         self.cv.notify_all();
     }
 }
@@ -368,9 +376,25 @@ fn send_loop(m: Mps, s: SessionId, sh: Arc<Sender>) {
                 return;
             }
         }
+        // Not to a restarted incarnation whose mailbox may not be open yet:
+        // its SP would rightly refuse the message (STATUS_OBJECT_NAME_NOT_FOUND).
+        // A bounded poll: the epoch changes without a signal.
+        let e = {
+            let mut g = sh.lock();
+            loop {
+                let e = epoch(&m);
+                if g.stop || e <= g.admitted {
+                    break e;
+                }
+                g = sh.cv.wait_timeout(g, Duration::from_millis(1)).unwrap_or_else(|e| e.into_inner()).0;
+            }
+        };
+        if sh.lock().stop {
+            return;
+        }
         let p = payload(n, sync);
         let buf = MessageBuf::from_slice(&p).unwrap();
-        floor = floor.max(epoch(&m));
+        floor = floor.max(e);
         let e_before = floor;
         {
             let mut g = sh.lock();
@@ -475,6 +499,8 @@ struct Inc {
     epoch: u64,
     /// When the parent saw that session up.
     up: Instant,
+    /// When the parent read its READY (its mailbox open).
+    ready: Instant,
     /// When its SIGKILL was sent (`None`: the incarnation that lives to the end).
     kill: Option<Instant>,
 }
@@ -501,6 +527,8 @@ struct KillReport {
     /// From the kill: to the link up with the next incarnation, to the first
     /// failure, to each stream flowing again.
     to_up: Option<Duration>,
+    /// From the kill to the parent reading the next incarnation's READY.
+    to_ready: Option<Duration>,
     to_first_failure: Option<Duration>,
     to_flowing: [Option<Duration>; 2],
 }
@@ -517,6 +545,10 @@ struct Report {
     ambiguous: usize,
     /// Failed, but not in flight at any kill.
     failed_not_in_flight: Vec<u64>,
+    /// Refused by a restarted incarnation's SP before its mailbox was open
+    /// (the one race the sender's admission leaves: see `send_loop`), per
+    /// incarnation: (incarnation, message).
+    before_open: Vec<(usize, u64)>,
     /// Failed with another status than STATUS_CONNECTION_DISCONNECTED.
     other_failures: Vec<(u64, Status)>,
     /// Delivered to an incarnation whose session it cannot have been sent on.
@@ -605,6 +637,7 @@ impl fmt::Display for Report {
             self.lost_in_receive.len()
         )?;
         writeln!(f, "  from a kill to the link up with the restarted incarnation: {}", spread(self.kills.iter().map(|k| k.to_up)))?;
+        writeln!(f, "  from a kill to the restarted incarnation's mailbox open (its READY read): {}", spread(self.kills.iter().map(|k| k.to_ready)))?;
         writeln!(f, "  from a kill to the first failure: {}", spread(self.kills.iter().map(|k| k.to_first_failure)))?;
         for (s, name) in STREAM_NAMES.iter().enumerate() {
             writeln!(
@@ -613,11 +646,11 @@ impl fmt::Display for Report {
                 spread(self.kills.iter().map(|k| k.to_flowing[s]))
             )?;
         }
-        writeln!(f, "  kill | on session | in flight | failed | failed+delivered | confirmed after | lost (in receive) | to up | to 1st failure | to sync flowing | to async flowing")?;
+        writeln!(f, "  kill | on session | in flight | failed | failed+delivered | confirmed after | lost (in receive) | to up | to ready | to 1st failure | to sync flowing | to async flowing")?;
         for (i, k) in self.kills.iter().enumerate() {
             writeln!(
                 f,
-                "  {:>4} | {:>10} | {:>9} | {:>6} | {:>16} | {:>15} | {:>6} ({}) | {} | {} | {} | {}",
+                "  {:>4} | {:>10} | {:>9} | {:>6} | {:>16} | {:>15} | {:>6} ({}) | {} | {} | {} | {} | {}",
                 i + 1,
                 k.on_session,
                 k.in_flight,
@@ -627,6 +660,7 @@ impl fmt::Display for Report {
                 k.confirmed_lost,
                 k.lost_in_receive,
                 opt_ms(k.to_up),
+                opt_ms(k.to_ready),
                 opt_ms(k.to_first_failure),
                 opt_ms(k.to_flowing[0]),
                 opt_ms(k.to_flowing[1])
@@ -635,8 +669,10 @@ impl fmt::Display for Report {
         let few = |v: &[u64]| format!("{:?}{}", &v[..v.len().min(10)], if v.len() > 10 { ", ..." } else { "" });
         write!(
             f,
-            "  failed but not in flight {} {}, other failures {} {:?}, delivered to an incarnation not sent to {} {:?}, corrupt deliveries {} {:?}, \
+            "  refused by a restarted incarnation before its mailbox was open {} {:?}, failed but not in flight {} {}, other failures {} {:?}, delivered to an incarnation not sent to {} {:?}, corrupt deliveries {} {:?}, \
              completed twice {}, confirmed-but-lost by the incarnation never killed {}; confirmed but lost: {}",
+            self.before_open.len(),
+            &self.before_open[..self.before_open.len().min(10)],
             self.failed_not_in_flight.len(),
             few(&self.failed_not_in_flight),
             self.other_failures.len(),
@@ -713,11 +749,6 @@ fn classify(msgs: &[Msg], records: &[Vec<Rec>], incs: &[Inc], freeze: Instant) -
             (_, Some(_)) => &mut c.failed_delivered,
         };
         *slot += 1;
-        if let Some((_, st)) = done(m) {
-            if st != Status::STATUS_SUCCESS && st != Status::STATUS_CONNECTION_DISCONNECTED {
-                r.other_failures.push((i as u64, st));
-            }
-        }
         if m.session().is_none() {
             r.ambiguous += 1;
         }
@@ -730,6 +761,21 @@ fn classify(msgs: &[Msg], records: &[Vec<Rec>], incs: &[Inc], freeze: Instant) -
         let at = done(m).map(|(t, _)| t);
         // In flight at kill j: may be on its session, not completed at its kill.
         let in_flight_at = |&(k, t): &(usize, Instant)| m.may_be_on(incs[k].epoch) && at.is_none_or(|a| a >= t);
+        // Refused before the mailbox of the incarnation it went to was open:
+        // STATUS_OBJECT_NAME_NOT_FOUND, on a restarted incarnation's session,
+        // completed before the parent read that incarnation's READY (which
+        // the child writes once `open` has returned).
+        if let Some((a, Status::STATUS_OBJECT_NAME_NOT_FOUND)) = done(m) {
+            if let Some(k) = (1..incs.len()).find(|&k| m.may_be_on(incs[k].epoch) && a < incs[k].ready) {
+                r.before_open.push((k, i as u64));
+                continue;
+            }
+        }
+        if let Some((_, st)) = done(m) {
+            if st != Status::STATUS_SUCCESS && st != Status::STATUS_CONNECTION_DISCONNECTED {
+                r.other_failures.push((i as u64, st));
+            }
+        }
         // The latest kill it may have been in flight at.
         match killed.iter().rposition(in_flight_at) {
             Some(j) => {
@@ -776,6 +822,7 @@ fn classify(msgs: &[Msg], records: &[Vec<Rec>], incs: &[Inc], freeze: Instant) -
             }
         }
         kr.to_up = next.map(|n| n.up.saturating_duration_since(t));
+        kr.to_ready = next.map(|n| n.ready.saturating_duration_since(t));
         kr.to_first_failure = msgs
             .iter()
             .filter(|m| failed(m) && m.may_be_on(e))
@@ -866,6 +913,7 @@ fn run(transport: Transport, mode: &str) -> Report {
     let (tx, rx) = mpsc::channel::<(usize, Rec)>();
     let mut records: Vec<Vec<Rec>> = Vec::new();
     let mut incs: Vec<Inc> = Vec::new();
+    let mut peer_incarnations: Vec<u64> = Vec::new();
     let mut sender = None;
     let t0 = Instant::now();
     let sent = |sh: &Sender| sh.lock().msgs.len();
@@ -875,14 +923,18 @@ fn run(transport: Transport, mode: &str) -> Report {
         let old_epoch = incs.last().map_or(0, |i: &Inc| i.epoch);
         let reader = spawn_child(&slot, mode, &parent_addr, k, tx.clone());
         pump(&rx, &mut records, "the child's READY", |r| r[k].contains(&Rec::Ready));
+        let ready = Instant::now();
         // Its link session: up, with an epoch after the last one.
         let mut up = None;
         pump(&rx, &mut records, "the link to the new incarnation", |_| {
-            up = mb.link_info(A).ok().filter(|i| i.state == "up" && i.epoch > old_epoch).map(|i| (i.epoch, Instant::now()));
+            up = mb.link_info(A).ok().filter(|i| i.state == "up" && i.epoch > old_epoch).map(|i| (i.epoch, i.peer_incarnation, Instant::now()));
             up.is_some()
         });
-        let (epoch, up) = up.unwrap();
-        incs.push(Inc { epoch, up, kill: None });
+        let (epoch, incarnation, up) = up.unwrap();
+        assert!(!peer_incarnations.contains(&incarnation), "child {k}'s link session is to incarnation {incarnation:016x}, an earlier child's");
+        peer_incarnations.push(incarnation);
+        incs.push(Inc { epoch, up, ready, kill: None });
+        sh.admit(epoch);
         if sender.is_none() {
             let (m, sh2) = (mb.clone(), sh.clone());
             sender = Some(std::thread::spawn(move || send_loop(m, s, sh2)));
@@ -979,6 +1031,13 @@ fn check_common(r: &Report) {
     assert_eq!(c.reordered, 0, "messages reordered:\n{r}");
     assert_eq!(c.never_completed, 0, "messages never completed:\n{r}");
     assert!(r.failed_not_in_flight.is_empty(), "messages failed that were not in flight at a kill:\n{r}");
+    // The sender sends nothing to a session it has not admitted; only a send
+    // whose epoch it read just before the restarted incarnation's session
+    // came can land there: one per restart at most.
+    for k in 1..=KILLS {
+        let n = r.before_open.iter().filter(|(i, _)| *i == k).count();
+        assert!(n <= 1, "{n} messages refused by incarnation {k} before its mailbox was open (the sender waits for it):\n{r}");
+    }
     assert!(r.other_failures.is_empty(), "failures with another status than STATUS_CONNECTION_DISCONNECTED:\n{r}");
     assert!(r.misdelivered.is_empty(), "messages delivered to an incarnation they were not sent to:\n{r}");
     assert!(r.corrupt.is_empty(), "deliveries that are not messages this test sent:\n{r}");
@@ -1040,7 +1099,8 @@ fn the_classification_tells_every_class_apart() {
     let ok = |ms: u64| Some((at(ms), Status::STATUS_SUCCESS));
     let gone = |ms: u64| Some((at(ms), Status::STATUS_CONNECTION_DISCONNECTED));
     // Incarnation 0 (session 1) killed at 100 ms; incarnation 1 (session 3) lives.
-    let incs = vec![Inc { epoch: 1, up: at(0), kill: Some(at(100)) }, Inc { epoch: 3, up: at(150), kill: None }];
+    let incs = vec![Inc { epoch: 1, up: at(0), ready: at(0), kill: Some(at(100)) }, Inc { epoch: 3, up: at(150), ready: at(160), kill: None }];
+    let no_mailbox = |ms: u64| Some((at(ms), Status::STATUS_OBJECT_NAME_NOT_FOUND));
     let a = |e: u64, done| Msg { sync: false, e_before: e, e_after: e, done };
     let msgs = vec![
         a(1, ok(10)),         // 0 good
@@ -1057,6 +1117,8 @@ fn the_classification_tells_every_class_apart() {
         Msg { sync: true, e_before: 1, e_after: 1, done: ok(95) }, // 11 a receive had it
         a(3, Some((at(180), Status::STATUS_INSUFFICIENT_RESOURCES))), // 12 another failure
         a(3, ok(175)),        // 13 lost by the survivor
+        a(3, no_mailbox(155)), // 14 refused before incarnation 1's mailbox was open
+        a(3, no_mailbox(165)), // 15 refused after it was: a failure not in flight
     ];
     let records = vec![
         vec![Rec::Ready, Rec::Async(0), Rec::Async(3), Rec::Async(4), Rec::Async(6), Rec::Async(5), Rec::Async(10), Rec::Receiving],
@@ -1067,11 +1129,12 @@ fn the_classification_tells_every_class_apart() {
     let c = r.total();
     assert_eq!(
         c,
-        Classes { good: 3, failed_not_delivered: 4, confirmed_lost: 3, delivered_twice: 1, failed_delivered: 1, reordered: 1, never_completed: 1 },
+        Classes { good: 3, failed_not_delivered: 6, confirmed_lost: 3, delivered_twice: 1, failed_delivered: 1, reordered: 1, never_completed: 1 },
         "{r}"
     );
-    assert_eq!(r.failed_not_in_flight, vec![8, 9, 12], "{r}");
-    assert_eq!(r.other_failures, vec![(12, Status::STATUS_INSUFFICIENT_RESOURCES)], "{r}");
+    assert_eq!(r.failed_not_in_flight, vec![8, 9, 12, 15], "{r}");
+    assert_eq!(r.other_failures, vec![(12, Status::STATUS_INSUFFICIENT_RESOURCES), (15, Status::STATUS_OBJECT_NAME_NOT_FOUND)], "{r}");
+    assert_eq!(r.before_open, vec![(1, 14)], "{r}");
     // 10 to incarnation 0, and 3's second delivery to incarnation 1.
     assert_eq!(r.misdelivered, vec![(10, 0), (3, 1)], "{r}");
     // The line, and message 10 by `receive` (sent asynchronously).
@@ -1084,5 +1147,6 @@ fn the_classification_tells_every_class_apart() {
     assert_eq!((k.in_flight, k.confirmed_after), (3, 0), "{r}");
     assert_eq!(k.to_first_failure, Some(Duration::from_millis(20)));
     assert_eq!(k.to_up, Some(Duration::from_millis(50)));
+    assert_eq!(k.to_ready, Some(Duration::from_millis(60)));
     assert_eq!(k.to_flowing, [None, Some(Duration::from_millis(70))]);
 }
