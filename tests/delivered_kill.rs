@@ -14,23 +14,34 @@
 //! (and as its tag). The stream never pauses for a kill: it goes on while the
 //! child is dead (a send the link refuses at the call, the link being down,
 //! is not a message: the same number is sent again once the link is back).
+//! It waits only for a restarted child's mailbox: it sends nothing while the
+//! link shows a session the test has not admitted, that of a child whose
+//! READY (written once its `open` returned) the parent has not yet read. A
+//! child's link comes up at `Mps::start`, before its `open`, and its SP
+//! rightly refuses a message for a mailbox not open yet
+//! (STATUS_OBJECT_NAME_NOT_FOUND; an earlier version of this test, without
+//! the admission, saw 8 such refusals in a run).
 //! Meanwhile the test kills the child with SIGKILL ten times, spread across
-//! the stream, each time once the stream has passed the next tenth of the
-//! messages (and the live child has had some), and starts it again at once.
+//! the stream, each time once the stream has passed the next eleventh of the
+//! messages (plus a few hundred, different each time; and the live child has
+//! had 200 at least), and starts it again at once.
 //! The eleventh child lives to the end, takes everything confirmed to it,
 //! and is then killed too.
 //!
 //! Each child is an incarnation of 0.A; the parent's link session to it is
 //! the one the parent's `link_info(0.A)` shows up with a new epoch after
-//! the child started (checked unchanged at its kill: without faults on the
-//! wire the session of a live incarnation never changes).
+//! the child started, to a peer incarnation no earlier child had (and
+//! checked unchanged at its kill: without faults on the wire the session of
+//! a live incarnation never changes).
 //!
 //! Definitions:
 //! - A message is *sent on link session S* if the link's epoch read just
 //!   before its send call and just after the call returned (asynchronous:
-//!   the message queued; synchronous: the send completed) bracket S's epoch
-//!   (0, no session, leaves that side open). Most messages have one candidate
-//!   session; a send during which the session changed has two.
+//!   the message queued; synchronous: the send completed) bracket S's epoch.
+//!   Epoch 0 (no session) read before the call counts as the last epoch read
+//!   (epochs only grow); read after it, it leaves that side open. Most
+//!   messages have one candidate session; a send during which the session
+//!   changed has more.
 //! - A message is *in flight at kill k* if it may have been sent on the
 //!   session of incarnation k and had not completed (no confirmation, no
 //!   failure seen by 0.B) at the instant the SIGKILL was sent. That includes
@@ -52,7 +63,13 @@
 //! - every failed message was in flight at a kill: a failure only after
 //!   that kill and on a session it may have been sent on; so nothing sent to
 //!   the restarted incarnation fails (failed and not in flight = 0), and a
-//!   kill fails at most 64 + 1 messages (the window, and one synchronous);
+//!   kill fails at most 64 + 1 messages (the window, and one synchronous).
+//!   One exception, the race the admission leaves, counted, printed and
+//!   bounded: a send whose epoch the sender read just before the restarted
+//!   incarnation's session came may land on it before the mailbox is open;
+//!   it is excused only as STATUS_OBJECT_NAME_NOT_FOUND, completed before the
+//!   parent read that incarnation's READY, at most one per restart (the
+//!   sender's next send waits for the admission);
 //! - every failure is STATUS_CONNECTION_DISCONNECTED; no send completes twice;
 //!   every delivery is a message this test sent, by the path of its kind, to
 //!   an incarnation whose session it may have been sent on (no message of a
@@ -80,10 +97,14 @@
 //!
 //! Printed per run: the class counts (all, and per stream), the number of
 //! kills, the messages sent, the sends refused at the call, what was in
-//! flight at each kill and what became of it, and, median and max over the
-//! kills, the time from the kill to the link up with the restarted
-//! incarnation, to the first failure, and to the stream flowing again (a
-//! message of that stream sent to the restarted incarnation confirmed).
+//! flight at each kill and what became of it (a line per kill), and, median
+//! and max over the kills, the time from the kill to the link up with the
+//! restarted incarnation, to its mailbox open (READY read), to the first
+//! failure, and to each stream flowing again (a message of that stream sent
+//! to the restarted incarnation confirmed). In the parent the link has
+//! `resume_timeout_ms = 1000`, but a restart is seen sooner: the restarted
+//! incarnation's HELLO ends the old session at once (the first failure comes
+//! a few milliseconds after the kill).
 //!
 //! `the_classification_tells_every_class_apart` checks the classification
 //! itself on made-up runs: each bad class and each check is seen.
