@@ -638,3 +638,92 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered(seq: u64, bytes: usize) -> OutFrame {
+        let mut f = OutFrame::small(&vec![seq as u8; bytes]);
+        f.seq = seq;
+        f
+    }
+
+    fn confirm(seq: u64, bytes: usize) -> OutFrame {
+        let mut f = OutFrame::small(&[]);
+        f.extra = vec![0xC0; bytes];
+        f.seq = seq;
+        f.confirm = true;
+        f
+    }
+
+    fn seqs(q: &OutQueue) -> Vec<u64> {
+        q.frames.iter().map(|f| f.seq).collect()
+    }
+
+    /// Written frames stay in place until acknowledged; unnumbered ones go
+    /// as soon as nothing numbered is written before them; a put-back keeps
+    /// the numbered frames in order, written or not; confirmation bytes are
+    /// counted until the frame that carries them is let go.
+    #[test]
+    fn written_frames_are_kept_in_place_until_acknowledged() {
+        let mut q = OutQueue::new(0);
+        q.frames.push_back(OutFrame::small(&[1, 2, 3])); // a RESUME answer, unnumbered
+        q.frames.push_back(numbered(1, 10));
+        q.frames.push_back(OutFrame::small(&[9; 4])); // a heartbeat
+        q.frames.push_back(confirm(2, 24));
+        q.frames.push_back(numbered(3, 10));
+        q.confirm_bytes = 24;
+
+        // The unnumbered front goes at once; frame 1 is kept and starts the
+        // acknowledgement clock; half of the heartbeat is written.
+        assert!(!q.consume(3 + 10 + 2, 7));
+        assert_eq!(seqs(&q), [1, 0, 2, 3]);
+        assert_eq!((q.written, q.head_written, q.ack_wait_since), (1, 2, 7));
+        assert!(q.pending() && q.awaiting_ack());
+        // The rest of the heartbeat and the CONFIRM: kept behind frame 1.
+        q.consume(2 + 24, 9);
+        assert_eq!((q.written, q.head_written, q.ack_wait_since), (3, 0, 7));
+        assert_eq!(q.to_write().map(|f| f.seq).collect::<Vec<_>>(), [3]);
+        assert_eq!(q.confirm_bytes, 24);
+
+        // Frame 1 acknowledged: it and the heartbeat after it go; the
+        // CONFIRM (2) is the front written frame now.
+        q.acked = 1;
+        q.drop_received();
+        assert_eq!(seqs(&q), [2, 3]);
+        assert_eq!(q.written, 1);
+        assert_eq!(q.confirm_bytes, 24);
+
+        // The connection is lost: 2 (written) and 3 (not) are written again.
+        q.put_back();
+        assert_eq!(seqs(&q), [2, 3]);
+        assert_eq!((q.written, q.head_written, q.confirm_bytes), (0, 0, 24));
+        // The peer says it has 2: only 3 is left, and no confirmation bytes.
+        q.trim_for_resume(2);
+        assert_eq!(seqs(&q), [3]);
+        assert_eq!(q.confirm_bytes, 0);
+
+        // Written whole and already acknowledged meanwhile (the writer wrote
+        // it with the queue unlocked): let go at once.
+        q.acked = 3;
+        q.consume(10, 20);
+        assert!(q.frames.is_empty() && !q.awaiting_ack() && !q.pending());
+    }
+
+    /// Version 1: nothing is numbered, so nothing written is kept, and a
+    /// confirmation backlog that drains to the low mark says so.
+    #[test]
+    fn unnumbered_frames_leave_the_queue_once_written() {
+        let mut q = OutQueue::new(0);
+        let big = CONFIRM_BACKLOG_HIGH;
+        q.frames.push_back(confirm(0, big));
+        q.frames.push_back(OutFrame::small(&[5; 8]));
+        q.confirm_bytes = big;
+        assert!(!q.consume(big - CONFIRM_BACKLOG_LOW - 1, 1), "still above the low mark");
+        assert!(q.consume(CONFIRM_BACKLOG_LOW + 1, 1), "the backlog drained to the low mark");
+        assert_eq!((q.written, q.confirm_bytes), (0, 0));
+        q.consume(8, 1);
+        assert!(q.frames.is_empty() && !q.awaiting_ack());
+    }
+}
